@@ -1,0 +1,6 @@
+"""pcg-screen runtime: the lean field program (numpy, onnxruntime, pyserial; never torch or scipy).
+
+Owns the signal front-end (`runtime.dsp`), the recording formats and their readers/writers
+(`runtime.formats`, `runtime.records`), the model manifest (`runtime.manifest`), and the field CLI.
+A screening aid for research use, not a diagnosis.
+"""
