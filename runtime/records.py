@@ -99,3 +99,13 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.patients)
+
+
+@dataclass(frozen=True)
+class RecordingData:
+    """A recording held in memory, to be written by a format writer (runtime.formats.circor)."""
+
+    site: str  # one of runtime.sites.SITES
+    audio: Audio
+    repeat: int = 0  # 0 writes <ID>_<SITE>.wav, n writes <ID>_<SITE>_n.wav
+    segments: tuple[Segment, ...] | None = None  # written as .tsv (labelled data only)
