@@ -1,0 +1,150 @@
+"""Pooled log-power spectrogram of a signal at the target rate, offline and streaming.
+
+Frames are not centred or padded: frame i covers samples [i*hop, i*hop + win_length), so n samples
+give (n - win_length) // hop + 1 frames (0 when n < win_length), and the incomplete last frame is
+dropped. Pooling window j covers frames [j*stride, j*stride + pool_frames); an incomplete last
+window is dropped too. The streaming object applies exactly these rules, so its output,
+concatenated along time, equals the offline output for any chunking.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from runtime.dsp.config import FrontEndConfig
+
+
+class _Kernel:
+    """Config-derived constants and the two array steps both paths share (time-major arrays)."""
+
+    def __init__(self, config: FrontEndConfig):
+        self.config = config
+        n = config.win_length
+        self.window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)  # periodic Hann
+        self.power_scale = 1.0 / np.sum(self.window**2)
+        self.first_bin, self.stop_bin = config.band_bins
+
+    def log_power(self, x: np.ndarray, n_frames: int) -> np.ndarray:
+        """Log power of the first n_frames frames of contiguous float64 x: [n_frames, n_freq]."""
+        cfg = self.config
+        frames = np.ndarray(
+            (n_frames, cfg.win_length), dtype=np.float64, buffer=x, strides=(cfg.hop_samples * 8, 8)
+        )
+        spec = np.fft.rfft(frames * self.window, n=cfg.n_fft, axis=1)[:, self.first_bin : self.stop_bin]
+        power = spec.real**2
+        power += spec.imag**2
+        power *= self.power_scale
+        power += cfg.log_floor
+        return np.log(power, out=power)
+
+    def pool(self, log_power: np.ndarray, n_pooled: int) -> np.ndarray:
+        """Mean over pooling windows of contiguous time-major log power: [n_pooled, n_freq]."""
+        cfg = self.config
+        n_freq = log_power.shape[1]
+        row = n_freq * 8
+        windows = np.ndarray(
+            (n_pooled, cfg.pool_frames, n_freq),
+            dtype=np.float64,
+            buffer=log_power,
+            strides=(cfg.pool_stride * row, row, 8),
+        )
+        return np.add.reduce(windows, axis=1) / cfg.pool_frames
+
+
+@lru_cache(maxsize=8)
+def _kernel(config: FrontEndConfig) -> _Kernel:
+    return _Kernel(config)
+
+
+def _n_frames(n_samples: int, length: int, step: int) -> int:
+    return 0 if n_samples < length else (n_samples - length) // step + 1
+
+
+def log_spectrogram(x: np.ndarray, config: FrontEndConfig) -> np.ndarray:
+    """Band-limited log power of 1-D float x at config.target_rate_hz: float64 [n_freq, n_frames].
+
+    ln(|rfft(frame * hann)|^2 / sum(hann^2) + log_floor), rows are the rfft bins in band_hz.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    n_frames = _n_frames(len(x), config.win_length, config.hop_samples)
+    if n_frames == 0:
+        return np.zeros((config.n_freq, 0))
+    return _kernel(config).log_power(x, n_frames).T
+
+
+def pool_frames(logspec: np.ndarray, config: FrontEndConfig) -> np.ndarray:
+    """Temporal mean pooling of [n_freq, n_frames] -> float64 [n_freq, n_pooled]."""
+    time_major = np.ascontiguousarray(logspec.T, dtype=np.float64)
+    n_pooled = _n_frames(len(time_major), config.pool_frames, config.pool_stride)
+    if n_pooled == 0:
+        return np.zeros((logspec.shape[0], 0))
+    return _kernel(config).pool(time_major, n_pooled).T
+
+
+class StreamingSpectrogram:
+    """pool_frames(log_spectrogram(x)) computed as x arrives in chunks (x at target_rate_hz).
+
+    push(x) returns the pooled frames completed by x, float64 [n_freq, k] (k may be 0). flush()
+    returns what is left, which is always [n_freq, 0] because incomplete frames and pooling windows
+    are dropped (as offline), and resets; reset() starts a new signal.
+    """
+
+    def __init__(self, config: FrontEndConfig):
+        self.config = config
+        self._kernel = _kernel(config)
+        self._samples = np.zeros(max(4096, 4 * config.win_length))
+        self._log_power = np.zeros((max(256, 4 * config.pool_frames), config.n_freq))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all input."""
+        self._n_samples = 0  # valid samples in _samples; _samples[0] starts the next frame
+        self._n_log_power = 0  # valid rows in _log_power; row 0 starts the next pooling window
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """Feed 1-D float samples at target_rate_hz; return new pooled frames [n_freq, k]."""
+        cfg = self.config
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 1:
+            raise ValueError(f"expected 1-D samples, got shape {x.shape}")
+        self._samples = _append(self._samples, self._n_samples, x)
+        self._n_samples += len(x)
+        n_frames = _n_frames(self._n_samples, cfg.win_length, cfg.hop_samples)
+        if n_frames == 0:
+            return np.zeros((cfg.n_freq, 0))
+        log_power = self._kernel.log_power(self._samples, n_frames)
+        self._n_samples = _drop_front(self._samples, self._n_samples, n_frames * cfg.hop_samples)
+
+        self._log_power = _append(self._log_power, self._n_log_power, log_power)
+        self._n_log_power += n_frames
+        n_pooled = _n_frames(self._n_log_power, cfg.pool_frames, cfg.pool_stride)
+        if n_pooled == 0:
+            return np.zeros((cfg.n_freq, 0))
+        pooled = self._kernel.pool(self._log_power, n_pooled)
+        self._n_log_power = _drop_front(self._log_power, self._n_log_power, n_pooled * cfg.pool_stride)
+        return pooled.T
+
+    def flush(self) -> np.ndarray:
+        """End of signal: the remaining pooled frames (none: incomplete ones are dropped); resets."""
+        self.reset()
+        return np.zeros((self.config.n_freq, 0))
+
+
+def _append(buf: np.ndarray, n_valid: int, rows: np.ndarray) -> np.ndarray:
+    """buf with rows written after its first n_valid rows; a larger copy when it does not fit."""
+    needed = n_valid + len(rows)
+    if needed > len(buf):
+        grown = np.zeros((max(needed, 2 * len(buf)),) + buf.shape[1:])
+        grown[:n_valid] = buf[:n_valid]
+        buf = grown
+    buf[n_valid:needed] = rows
+    return buf
+
+
+def _drop_front(buf: np.ndarray, n_valid: int, n_drop: int) -> int:
+    """Move buf's rows [n_drop, n_valid) to the front; return how many that is."""
+    keep = n_valid - n_drop
+    buf[:keep] = buf[n_drop:n_valid]
+    return keep
