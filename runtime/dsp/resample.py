@@ -147,7 +147,7 @@ class StreamingResampler:
             buffer=partial,
             strides=(width * item, (width + up) * item, item),
         )
-        y = diagonals.sum(axis=1).ravel()
+        y = np.add.reduce(diagonals, axis=1).ravel()
         return y[first - q0 * up : n_out_total - q0 * up]
 
     def push(self, x: np.ndarray) -> np.ndarray:
