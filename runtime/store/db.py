@@ -1,0 +1,696 @@
+"""The field store: one SQLite database (WAL, synchronous=FULL) and one WAV file per recording.
+
+    store = Store.open("/var/lib/pcg")               # takes the store's write lock
+    for interrupted in store.resume():               # at startup: repair what a crash left
+        ...
+    patient = store.new_patient(Demographics(age_group="Child", sex="Female"), consent=True)
+    session = store.start_session(patient)
+    with store.start_recording(session, "AV", rate_hz=4000) as writer:
+        writer.append(int16_chunk)                   # as chunks arrive from the stethoscope
+        writer.note_gap(first_index, count)          # samples the serial link lost
+    store.save_result(session, decision="NO_REFER", probability=0.12, reason="...", model=model)
+    store.close_session(session)
+
+Every write is one transaction that also takes the next number from the global sequence counter,
+so sequence numbers order all records, across tables and restarts, whatever the wall clock says.
+Paths in the database are relative to the store root, so a store can be copied or mounted elsewhere.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import re
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from runtime.manifest import ModelManifest
+from runtime.metadata import check_demographics
+from runtime.records import Audio, Demographics
+from runtime.sites import SITES, site_index
+from runtime.store.codes import new_patient_code, normalize_patient_code
+from runtime.store.errors import DiskFullError, InvalidDemographicsError, LowDiskSpaceError, StoreBusyError, StoreError
+from runtime.store.schema import DECISIONS, SCHEMA_VERSION, connect, migrate
+from runtime.store.wavstream import WavStreamWriter, fsync_dir, make_dirs_durable, repair_wav
+
+DB_NAME = "store.sqlite"
+LOCK_NAME = "store.lock"
+AUDIO_DIR = "audio"
+DEFAULT_MIN_FREE_BYTES = 200_000_000  # refuse a new patient or recording below this
+DEFAULT_RECORDING_RESERVE_BYTES = 16_000_000  # stop a recording below this, leaving room for the database
+_EVENT_KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_CODE_ATTEMPTS = 20
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso_utc(moment: datetime) -> str:
+    """The one text form of wall-clock times in the store ('2026-03-01T09:30:00.000+00:00'), so
+    they compare as strings. A naive datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    id: str
+    seq: int
+    created_at: str
+    code: str  # what the health worker writes on the card; the store never holds a name
+    consent_at: str
+    demographics: Demographics
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One visit of one patient: its recordings and results belong to it."""
+
+    id: str
+    seq: int
+    created_at: str
+    patient_id: str
+    status: str  # "open" | "closed"
+
+
+@dataclass(frozen=True)
+class RecordingRecord:
+    id: str
+    seq: int
+    created_at: str
+    session_id: str
+    site: str
+    repeat: int  # 0 for the first recording at a site in a session, then 1, 2, ...
+    rate_hz: int
+    wav_path: str  # relative to the store root
+    samples_written: int  # samples in the WAV as of the last sync
+    # Samples the serial link lost, as (first missing index, count), indices counting every
+    # sample the device sent; the WAV holds only the received ones, in order.
+    gaps: tuple[tuple[int, int], ...]
+    status: str  # "recording" | "complete" | "interrupted"
+    stop_reason: str | None  # why an interrupted recording stopped: "crash", "disk_full", ...
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples_written / self.rate_hz
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    id: str
+    seq: int
+    created_at: str
+    graph_sha256: str
+    model_name: str
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    id: str
+    seq: int
+    created_at: str
+    session_id: str
+    decision: str  # "REFER" | "NO_REFER" | "RETAKE"
+    probability: float | None
+    operating_point: str | None
+    threshold: float | None
+    reason: str
+    site_contributions: dict[str, float]
+    model_id: str | None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: str
+    seq: int
+    created_at: str
+    kind: str
+    detail: dict
+    session_id: str | None
+
+
+@dataclass(frozen=True)
+class InterruptedSession:
+    """A session still open when the store was reopened: what `resume` lists for the operator."""
+
+    session: SessionRecord
+    patient: PatientRecord
+    recordings: tuple[RecordingRecord, ...]  # all of the session's recordings, in sequence order
+
+    @property
+    def interrupted(self) -> tuple[RecordingRecord, ...]:
+        return tuple(r for r in self.recordings if r.status == "interrupted")
+
+
+class Store:
+    """A field store rooted at a directory. Open with `Store.open`; one writing process at a time."""
+
+    def __init__(
+        self,
+        root: Path,
+        conn: sqlite3.Connection,
+        lock_fd: int | None,
+        *,
+        min_free_bytes: int,
+        recording_reserve_bytes: int,
+        sync_every_s: float,
+        free_bytes: Callable[[], int] | None,
+        wall_clock: Callable[[], datetime],
+    ):
+        self.root = root
+        self._conn = conn
+        self._lock_fd = lock_fd
+        self.min_free_bytes = min_free_bytes
+        self.recording_reserve_bytes = recording_reserve_bytes
+        self.sync_every_s = sync_every_s
+        self._free_bytes_hook = free_bytes
+        self._wall_clock = wall_clock
+        self._writers: dict[str, RecordingWriter] = {}
+        info = dict(conn.execute("SELECT key, value FROM store_info").fetchall())
+        self.store_id: str = info["store_id"]
+
+    @classmethod
+    def open(
+        cls,
+        root: str | Path,
+        *,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+        recording_reserve_bytes: int = DEFAULT_RECORDING_RESERVE_BYTES,
+        sync_every_s: float = 1.0,
+        free_bytes: Callable[[], int] | None = None,
+        wall_clock: Callable[[], datetime] = _utc_now,
+        read_only: bool = False,
+    ) -> Store:
+        """Open (creating if needed) the store at `root`.
+
+        min_free_bytes: a new patient or recording is refused below this much free space.
+        recording_reserve_bytes: a running recording stops cleanly below this much free space.
+        sync_every_s: audio is made durable at least this often (seconds of audio or wall time).
+        free_bytes: returns the free bytes of the store's disk (default: os.statvfs of `root`).
+        wall_clock: returns the current time; stored with every record, never used for ordering.
+        read_only: for exports beside a running recorder: no lock, no writes, no migration.
+        """
+        root = Path(root)
+        if sync_every_s <= 0:
+            raise ValueError(f"sync_every_s must be positive, got {sync_every_s}")
+        options = dict(
+            min_free_bytes=min_free_bytes,
+            recording_reserve_bytes=recording_reserve_bytes,
+            sync_every_s=sync_every_s,
+            free_bytes=free_bytes,
+            wall_clock=wall_clock,
+        )
+        db_path = root / DB_NAME
+        if read_only:
+            if not db_path.is_file():
+                raise StoreError(f"no store at {root} (no {DB_NAME}); check the path")
+            conn = connect(db_path, read_only=True)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                conn.close()
+                raise StoreError(f"{db_path} has schema version {version}, this program reads {SCHEMA_VERSION}; "
+                                 "open it once for writing with this release to migrate it")
+            return cls(root, conn, None, **options)
+        make_dirs_durable(root)
+        lock_fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise StoreBusyError(f"another process is writing to the store at {root}; close it first") from None
+        try:
+            created = not db_path.exists()
+            conn = connect(db_path)
+            migrate(conn, db_path)
+            conn.execute("INSERT OR IGNORE INTO store_info VALUES ('store_id', ?)", (str(uuid.uuid4()),))
+            if created:
+                fsync_dir(root)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(root, conn, lock_fd, **options)
+
+    def close(self) -> None:
+        """Stop any recording still open (marked interrupted, reason 'store_closed') and release the store."""
+        for writer in list(self._writers.values()):
+            writer.abort("store_closed")
+        self._conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def read_only(self) -> bool:
+        return self._lock_fd is None
+
+    # --- disk space --------------------------------------------------------------------------
+
+    def free_bytes(self) -> int:
+        """Free bytes on the store's disk available to this process."""
+        if self._free_bytes_hook is not None:
+            return self._free_bytes_hook()
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
+
+    def _require_free_space(self, action: str) -> None:
+        free = self.free_bytes()
+        if free < self.min_free_bytes:
+            raise LowDiskSpaceError(
+                f"cannot {action}: only {free / 1e6:.0f} MB free on the store's disk ({self.root}), "
+                f"{self.min_free_bytes / 1e6:.0f} MB needed. Export the records (pcg-runtime export), copy "
+                "them off the box, then remove old recordings."
+            )
+
+    # --- transactions and the sequence counter -----------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise StoreError(f"the store at {self.root} was opened read-only")
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def _stamp(self, conn: sqlite3.Connection) -> tuple[int, str]:
+        """Next sequence number (inside the caller's transaction) and the wall-clock time."""
+        seq = conn.execute("UPDATE sequence_counter SET last_seq = last_seq + 1 RETURNING last_seq").fetchone()[0]
+        return seq, iso_utc(self._wall_clock())
+
+    def _insert(self, conn: sqlite3.Connection, table: str, values: dict) -> dict:
+        seq, now = self._stamp(conn)
+        row = {"id": str(uuid.uuid4()), "seq": seq, "created_at": now, "changed_seq": seq, "changed_at": now, **values}
+        columns = ", ".join(row)
+        conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+        return row
+
+    def _update(self, conn: sqlite3.Connection, table: str, record_id: str, values: dict) -> None:
+        seq, now = self._stamp(conn)
+        assignments = ", ".join(f"{k} = ?" for k in values)
+        conn.execute(
+            f"UPDATE {table} SET {assignments}, changed_seq = ?, changed_at = ? WHERE id = ?",
+            (*values.values(), seq, now, record_id),
+        )
+
+    def last_seq(self) -> int:
+        """The highest sequence number given out so far."""
+        return self._conn.execute("SELECT last_seq FROM sequence_counter").fetchone()[0]
+
+    # --- patients and sessions ---------------------------------------------------------------
+
+    def new_patient(self, demographics: Demographics, *, consent: bool) -> PatientRecord:
+        """Store a new patient under a fresh code, with consent time and demographics, in one transaction.
+
+        Raises InvalidDemographicsError (listing every problem) or StoreError without consent;
+        nothing is stored then.
+        """
+        if consent is not True:
+            raise StoreError("the patient's (or guardian's) consent is required before anything is stored; "
+                             "nothing was stored")
+        if not isinstance(demographics, Demographics):
+            raise TypeError(f"demographics must be a runtime.records.Demographics, got {type(demographics).__name__}")
+        problems = check_demographics(demographics)
+        if problems:
+            raise InvalidDemographicsError(problems)
+        self._require_free_space("register a new patient")
+        for _ in range(_CODE_ATTEMPTS):
+            code = new_patient_code()
+            try:
+                with self._transaction() as conn:
+                    row = self._insert(conn, "patients", {"code": code, "consent_at": iso_utc(self._wall_clock())})
+                    self._insert(conn, "demographics", {"patient_id": row["id"], **_demographics_row(demographics)})
+            except sqlite3.IntegrityError:
+                if self._conn.execute("SELECT 1 FROM patients WHERE code = ?", (code,)).fetchone():
+                    continue  # the random code is taken; draw another
+                raise
+            return self.patient(row["id"])
+        raise StoreError(f"could not draw an unused patient code in {_CODE_ATTEMPTS} attempts")
+
+    def patient(self, patient_id: str) -> PatientRecord:
+        row = self._conn.execute("SELECT * FROM patients WHERE id = ?", (patient_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"no patient with id {patient_id} in the store at {self.root}")
+        demo = self._conn.execute(
+            "SELECT * FROM demographics WHERE patient_id = ? ORDER BY seq DESC LIMIT 1", (patient_id,)
+        ).fetchone()
+        return PatientRecord(
+            id=row["id"], seq=row["seq"], created_at=row["created_at"], code=row["code"],
+            consent_at=row["consent_at"], demographics=_demographics_from_row(demo),
+        )
+
+    def find_patient(self, code: str) -> PatientRecord:
+        """The patient with this card code (typing slips in case, spaces and dashes forgiven)."""
+        code = normalize_patient_code(code)
+        row = self._conn.execute("SELECT id FROM patients WHERE code = ?", (code,)).fetchone()
+        if row is None:
+            raise LookupError(f"no patient with code {code} in this store")
+        return self.patient(row["id"])
+
+    def start_session(self, patient: PatientRecord) -> SessionRecord:
+        """Open a new visit for `patient`."""
+        with self._transaction() as conn:
+            row = self._insert(conn, "sessions", {"patient_id": patient.id, "status": "open"})
+        return self.session(row["id"])
+
+    def session(self, session_id: str) -> SessionRecord:
+        row = self._conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"no session with id {session_id} in the store at {self.root}")
+        return SessionRecord(row["id"], row["seq"], row["created_at"], row["patient_id"], row["status"])
+
+    def close_session(self, session: SessionRecord) -> SessionRecord:
+        """Mark the visit finished. Refused while one of its recordings is still being written."""
+        busy = [w.record.site for w in self._writers.values() if w.record.session_id == session.id]
+        if busy:
+            raise StoreError(f"session {session.seq} still has recordings open at {', '.join(busy)}; close them first")
+        with self._transaction() as conn:
+            self._update(conn, "sessions", session.id, {"status": "closed"})
+        return self.session(session.id)
+
+    # --- recordings --------------------------------------------------------------------------
+
+    def start_recording(self, session: SessionRecord, site: str, rate_hz: int) -> RecordingWriter:
+        """A writer for a new recording at `site`; a site already recorded in this session gets the
+        next repeat number. Refused when free space is under `min_free_bytes`."""
+        site_index(site)
+        if isinstance(rate_hz, bool) or not isinstance(rate_hz, (int, np.integer)) or not 0 < rate_hz < 2**31:
+            raise ValueError(f"rate_hz must be a positive integer (samples per second), got {rate_hz!r}")
+        current = self.session(session.id)
+        if current.status != "open":
+            raise StoreError(f"session {current.seq} is closed; start a new session to record again")
+        self._require_free_space(f"start a recording at {site}")
+        code = self.patient(current.patient_id).code
+        wav = None
+        try:
+            with self._transaction() as conn:
+                repeat = conn.execute(
+                    "SELECT COALESCE(MAX(repeat) + 1, 0) FROM recordings WHERE session_id = ? AND site = ?",
+                    (session.id, site),
+                ).fetchone()[0]
+                relative = f"{AUDIO_DIR}/{code}/s{current.seq:06d}/{site}_{repeat}.wav"
+                row = self._insert(conn, "recordings", {
+                    "session_id": session.id, "site": site, "repeat": repeat, "rate_hz": int(rate_hz),
+                    "wav_path": relative, "samples_written": 0, "gaps": "[]", "status": "recording",
+                    "stop_reason": None,
+                })
+                path = self.root / relative
+                # A file without a committed row is left by a crash between creating it and committing.
+                path.unlink(missing_ok=True)
+                wav = WavStreamWriter.create(path, int(rate_hz), **self._wav_options())
+        except BaseException:
+            if wav is not None:
+                wav.close()
+                path.unlink(missing_ok=True)
+            raise
+        return self._register_writer(self.recording(row["id"]), wav)
+
+    def continue_recording(self, recording: RecordingRecord) -> RecordingWriter:
+        """Append to an interrupted recording (after `resume`), e.g. when the crash cut it short.
+
+        The samples lost in the crash are not known here; note them with `note_gap` if the link says.
+        """
+        current = self.recording(recording.id)
+        if current.status != "interrupted":
+            raise StoreError(f"recording {current.site} repeat {current.repeat} is {current.status}; "
+                             "only an interrupted recording can be continued")
+        if self.session(current.session_id).status != "open":
+            raise StoreError("the recording's session is closed; start a new session to record again")
+        self._require_free_space(f"continue the recording at {current.site}")
+        path = self.root / current.wav_path
+        if not path.is_file():
+            raise StoreError(f"{path} is missing; start a new recording at {current.site} instead")
+        wav = WavStreamWriter.append_to(path, current.rate_hz, **self._wav_options())
+        with self._transaction() as conn:
+            self._update(conn, "recordings", current.id,
+                         {"status": "recording", "stop_reason": None, "samples_written": wav.samples_written})
+        return self._register_writer(self.recording(current.id), wav)
+
+    def _wav_options(self) -> dict:
+        return dict(sync_every_s=self.sync_every_s, free_bytes=self.free_bytes,
+                    reserve_bytes=self.recording_reserve_bytes)
+
+    def _register_writer(self, record: RecordingRecord, wav: WavStreamWriter) -> RecordingWriter:
+        writer = RecordingWriter(self, record, wav)
+        self._writers[record.id] = writer
+        return writer
+
+    def recording(self, recording_id: str) -> RecordingRecord:
+        row = self._conn.execute("SELECT * FROM recordings WHERE id = ?", (recording_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"no recording with id {recording_id} in the store at {self.root}")
+        return _recording_from_row(row)
+
+    def recordings(self, session: SessionRecord) -> list[RecordingRecord]:
+        rows = self._conn.execute("SELECT * FROM recordings WHERE session_id = ? ORDER BY seq", (session.id,))
+        return [_recording_from_row(r) for r in rows]
+
+    def wav_path(self, recording: RecordingRecord) -> Path:
+        return self.root / recording.wav_path
+
+    def read_audio(self, recording: RecordingRecord) -> Audio:
+        """The samples of a recording as stored (up to its last sync while it is being written)."""
+        from runtime.formats.wav import read_wav
+
+        return read_wav(self.wav_path(recording))
+
+    def resume(self) -> list[InterruptedSession]:
+        """Repair what a crash left and list the sessions still open, for the operator to continue.
+
+        Each recording left in status 'recording' by a process that died gets its WAV repaired
+        (header sized to the whole samples on disk) and is marked interrupted (reason 'crash') with
+        its true sample count. Call at startup, before recording.
+        """
+        rows = self._conn.execute("SELECT * FROM recordings WHERE status = 'recording' ORDER BY seq").fetchall()
+        for row in rows:
+            if row["id"] in self._writers:
+                continue
+            try:
+                n_samples, reason = repair_wav(self.root / row["wav_path"], row["rate_hz"]), "crash"
+            except FileNotFoundError:
+                n_samples, reason = 0, "wav_missing"
+            with self._transaction() as conn:
+                self._update(conn, "recordings", row["id"],
+                             {"status": "interrupted", "stop_reason": reason, "samples_written": n_samples})
+        sessions = self._conn.execute("SELECT id FROM sessions WHERE status = 'open' ORDER BY seq").fetchall()
+        out = []
+        for (session_id,) in sessions:
+            session = self.session(session_id)
+            out.append(InterruptedSession(session, self.patient(session.patient_id), tuple(self.recordings(session))))
+        return out
+
+    # --- models, results, device events ------------------------------------------------------
+
+    def register_model(self, manifest: ModelManifest) -> ModelRecord:
+        """Record a model's provenance (graph hash and full manifest); the same manifest twice is one record."""
+        manifest_json = manifest.to_json()
+        with self._transaction() as conn:
+            row = conn.execute("SELECT id FROM models WHERE graph_sha256 = ? AND manifest = ?",
+                               (manifest.graph_sha256, manifest_json)).fetchone()
+            model_id = row["id"] if row else self._insert(conn, "models", {
+                "graph_sha256": manifest.graph_sha256, "model_name": manifest.model_name, "manifest": manifest_json,
+            })["id"]
+        row = self._conn.execute("SELECT * FROM models WHERE id = ?", (model_id,)).fetchone()
+        return ModelRecord(row["id"], row["seq"], row["created_at"], row["graph_sha256"], row["model_name"])
+
+    def save_result(
+        self,
+        session: SessionRecord,
+        *,
+        decision: str,
+        probability: float | None,
+        reason: str,
+        site_contributions: Mapping[str, float] | None = None,
+        model: ModelRecord | None = None,
+        operating_point: str | None = None,
+        threshold: float | None = None,
+    ) -> ResultRecord:
+        """Store a triage result for a session. `probability` may be None only for RETAKE."""
+        if decision not in DECISIONS:
+            raise ValueError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
+        if probability is None:
+            if decision != "RETAKE":
+                raise ValueError(f"a {decision} result needs the outcome probability")
+        elif not (math.isfinite(probability) and 0.0 <= probability <= 1.0):
+            raise ValueError(f"probability {probability} is outside [0, 1]")
+        contributions = {str(k): float(v) for k, v in (site_contributions or {}).items()}
+        unknown = sorted(set(contributions) - set(SITES))
+        if unknown:
+            raise ValueError(f"site contributions for unknown sites {unknown}; expected sites among {', '.join(SITES)}")
+        with self._transaction() as conn:
+            row = self._insert(conn, "results", {
+                "session_id": session.id, "model_id": model.id if model else None, "decision": decision,
+                "probability": probability, "operating_point": operating_point, "threshold": threshold,
+                "reason": reason, "site_contributions": json.dumps(contributions, sort_keys=True),
+            })
+        return ResultRecord(
+            id=row["id"], seq=row["seq"], created_at=row["created_at"], session_id=session.id, decision=decision,
+            probability=probability, operating_point=operating_point, threshold=threshold, reason=reason,
+            site_contributions=contributions, model_id=row["model_id"],
+        )
+
+    def log_event(self, kind: str, detail: Mapping | None = None, *, session: SessionRecord | None = None) -> EventRecord:
+        """Record a device event: kind like 'connect', 'disconnect', 'battery', 'crc_errors'; detail a JSON object."""
+        if not isinstance(kind, str) or not _EVENT_KIND.fullmatch(kind):
+            raise ValueError(f"event kind {kind!r} must be a short lower-case word (letters, digits, underscores)")
+        detail = dict(detail or {})
+        try:
+            detail_json = json.dumps(detail, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"event detail must be JSON-serializable: {exc}") from None
+        with self._transaction() as conn:
+            row = self._insert(conn, "device_events",
+                               {"session_id": session.id if session else None, "kind": kind, "detail": detail_json})
+        return EventRecord(row["id"], row["seq"], row["created_at"], kind, detail, row["session_id"])
+
+    # --- used by RecordingWriter and the exporters -------------------------------------------
+
+    def _write_recording(self, recording_id: str, values: dict) -> RecordingRecord:
+        with self._transaction() as conn:
+            self._update(conn, "recordings", recording_id, values)
+        return self.recording(recording_id)
+
+    def _writer_closed(self, recording_id: str) -> None:
+        self._writers.pop(recording_id, None)
+
+    def query(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
+        """Rows of a read-only query (for the exporters)."""
+        return self._conn.execute(sql, parameters).fetchall()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: queries inside see one consistent state of the database."""
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._conn.execute("COMMIT")
+
+
+class RecordingWriter:
+    """Writes one recording: samples to its WAV as they arrive, progress and gaps to the database.
+
+    Use as a context manager: a normal exit completes the recording, an exception marks it
+    interrupted. DiskFullError from `append` means it already stopped cleanly (status interrupted,
+    reason 'disk_full', WAV valid).
+    """
+
+    def __init__(self, store: Store, record: RecordingRecord, wav: WavStreamWriter):
+        self._store = store
+        self.record = record  # as of the last database write
+        self._wav = wav
+        self._gaps = list(record.gaps)
+
+    @property
+    def samples_written(self) -> int:
+        """Samples handed to the file so far (the database holds the count as of the last sync)."""
+        return self._wav.samples_written
+
+    @property
+    def closed(self) -> bool:
+        return self._wav.closed
+
+    def append(self, samples: np.ndarray) -> None:
+        """Append a chunk of int16 samples (1-D numpy array)."""
+        if self._wav.closed:
+            raise StoreError(f"recording {self.record.site} repeat {self.record.repeat} is {self.record.status}; "
+                             "start or continue a recording to write more")
+        if not isinstance(samples, np.ndarray) or samples.dtype != np.int16 or samples.ndim != 1:
+            found = f"{samples.dtype} array of shape {samples.shape}" if isinstance(samples, np.ndarray) else type(samples).__name__
+            raise TypeError(f"append expects a 1-D int16 numpy array of samples, got {found}")
+        try:
+            synced = self._wav.write(samples)
+        except DiskFullError as exc:
+            self._finish("interrupted", "disk_full", exc.samples_kept)
+            raise
+        if synced:
+            self.record = self._store._write_recording(self.record.id, {"samples_written": self._wav.samples_synced})
+
+    def note_gap(self, first_index: int, count: int) -> None:
+        """Record that the link lost `count` samples starting at device sample index `first_index`.
+
+        Gaps must come in order and not overlap. Stored at once (a gap is rare and worth keeping).
+        """
+        if self._wav.closed:
+            raise StoreError("the recording is closed; gaps are noted while it is being written")
+        first_index, count = int(first_index), int(count)
+        previous_end = self._gaps[-1][0] + self._gaps[-1][1] if self._gaps else 0
+        if count <= 0 or first_index < previous_end:
+            raise ValueError(f"gap ({first_index}, {count}) must have a positive count and start at or after "
+                             f"the end of the previous gap (sample {previous_end})")
+        self._gaps.append((first_index, count))
+        self.record = self._store._write_recording(self.record.id, {"gaps": json.dumps(self._gaps)})
+
+    def close(self) -> RecordingRecord:
+        """Finish the recording (status complete); returns its final record. No-op if already stopped."""
+        if not self._wav.closed:
+            self._finish("complete", None, self._wav.close())
+        return self.record
+
+    def abort(self, reason: str) -> RecordingRecord:
+        """Stop the recording, keeping what was written, as interrupted with `reason` (e.g. 'operator_cancel')."""
+        if not self._wav.closed:
+            self._finish("interrupted", reason, self._wav.close())
+        return self.record
+
+    def _finish(self, status: str, reason: str | None, n_samples: int) -> None:
+        self._store._writer_closed(self.record.id)
+        try:
+            self.record = self._store._write_recording(
+                self.record.id, {"status": status, "stop_reason": reason, "samples_written": n_samples}
+            )
+        except sqlite3.OperationalError:
+            if reason != "disk_full":
+                raise
+            # The database could not grow either; `resume` marks the recording from its valid WAV.
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif not self._wav.closed:
+            self.abort(f"error: {exc_type.__name__}")
+
+
+def _demographics_row(demo: Demographics) -> dict:
+    return {
+        "age_group": demo.age_group, "sex": demo.sex, "height_cm": demo.height_cm, "weight_kg": demo.weight_kg,
+        "pregnant": None if demo.pregnant is None else int(bool(demo.pregnant)),
+    }
+
+
+def _demographics_from_row(row: sqlite3.Row) -> Demographics:
+    return Demographics(
+        age_group=row["age_group"], sex=row["sex"], height_cm=row["height_cm"], weight_kg=row["weight_kg"],
+        pregnant=None if row["pregnant"] is None else bool(row["pregnant"]),
+    )
+
+
+def _recording_from_row(row: sqlite3.Row) -> RecordingRecord:
+    return RecordingRecord(
+        id=row["id"], seq=row["seq"], created_at=row["created_at"], session_id=row["session_id"], site=row["site"],
+        repeat=row["repeat"], rate_hz=row["rate_hz"], wav_path=row["wav_path"],
+        samples_written=row["samples_written"], gaps=tuple(tuple(g) for g in json.loads(row["gaps"])),
+        status=row["status"], stop_reason=row["stop_reason"],
+    )
