@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.formats.errors import FormatError
-from runtime.formats.wav import read_wav_header, write_wav
+from runtime.formats.wav import WavHeader, read_wav_header, write_wav
 from runtime.records import (
     AGE_GROUPS,
     MURMUR_CLASSES,
@@ -96,19 +96,20 @@ def load_circor(root: str | Path) -> Dataset:
         raise FormatError(data_dir, "no patient files", expected="<ID>.txt files with a '<ID> <n> <rate>' first line")
     patient_files.sort(key=lambda name: _id_sort_key(name[:-4]))
 
+    prefix = "" if data_dir == root else f"{DATA_FOLDER}/"  # how problems name files: relative to root
     problems: list[str] = []
     patients: list[Patient] = []
     listed_sites: dict[str, tuple[Patient, list[str]]] = {}
     for name in patient_files:
         parsed = _parse_patient_file(data_dir / name)
         listed_sites[parsed.patient.patient_id] = (parsed.patient, [line.site for line in parsed.lines])
-        _attach_recordings(parsed, data_dir, names, root, problems)
+        _attach_recordings(parsed, data_dir, names, prefix, problems)
         if parsed.patient.recordings:
             patients.append(parsed.patient)
         else:
-            problems.append(f"{_relative(data_dir / name, root)}: no recordings left; patient left out")
+            problems.append(f"{prefix}{name}: no recordings left; patient left out")
     if (root / CSV_NAME).is_file():
-        _cross_check_csv(root / CSV_NAME, listed_sites, data_dir, root, problems)
+        _cross_check_csv(root / CSV_NAME, listed_sites, prefix, problems)
     return Dataset(root=root, format="circor", patients=patients, problems=problems)
 
 
@@ -271,11 +272,11 @@ def _parse_patient_file(path: Path) -> _PatientFile:
     if rate_hz == 0:
         raise FormatError(path, "sampling frequency 0", line=number, expected="a positive rate in Hz")
     body = numbered[1:]
-    recording_lines = [_parse_recording_line(path, pid, n, line) for n, line in body[:count]]
-    if len(recording_lines) < count or any(line.startswith("#") for _, line in body[:count]):
-        found = sum(1 for _, line in body[:count] if not line.startswith("#"))
+    found = next((i for i, (_, line) in enumerate(body[:count]) if line.startswith("#")), len(body[:count]))
+    if found < count:
         raise FormatError(path, f"header declares {count} recordings but {found} recording lines follow",
                           line=number, expected="one 'SITE file.hea file.wav [file.tsv]' line per recording")
+    recording_lines = [_parse_recording_line(path, pid, n, line) for n, line in body[:count]]
     seen: dict[tuple[str, int], int] = {}
     for line in recording_lines:
         key = (line.site, line.repeat)
@@ -339,8 +340,6 @@ def _parse_patient_file(path: Path) -> _PatientFile:
 def _parse_recording_line(path: Path, pid: str, number: int, line: str) -> _RecordingLine:
     expected_form = "'SITE <ID>_<SITE>.hea <ID>_<SITE>.wav [<ID>_<SITE>.tsv]'"
     fields = line.split()
-    if line.startswith("#"):
-        return _RecordingLine(number, "", 0, "", "", None)  # counted and reported by the caller
     if len(fields) not in (3, 4):
         raise FormatError(path, f"{len(fields)} fields in {line!r}", line=number, expected=expected_form)
     site = fields[0]
@@ -363,11 +362,12 @@ def _parse_recording_line(path: Path, pid: str, number: int, line: str) -> _Reco
     return _RecordingLine(number, site, repeat, fields[1], fields[2], fields[3] if len(fields) == 4 else None)
 
 
-def _attach_recordings(parsed: _PatientFile, data_dir: Path, names: set[str], root: Path, problems: list[str]) -> None:
-    listing = _relative(parsed.path, root)
+def _attach_recordings(parsed: _PatientFile, data_dir: Path, names: set[str], prefix: str,
+                       problems: list[str]) -> None:
+    listing = f"{prefix}{parsed.path.name}"
     for line in parsed.lines:
         wav_path = data_dir / line.wav
-        wav_name = _relative(wav_path, root)
+        wav_name = f"{prefix}{line.wav}"
         if line.wav not in names:
             problems.append(f"{wav_name}: listed in {listing} line {line.number} but missing; recording left out")
             continue
@@ -378,28 +378,28 @@ def _attach_recordings(parsed: _PatientFile, data_dir: Path, names: set[str], ro
             continue
         if wav.rate_hz != parsed.rate_hz:
             problems.append(f"{wav_name}: {wav.rate_hz} Hz but {listing} declares {parsed.rate_hz} Hz")
-        header_path = _present(data_dir, line.header, names, listing, line.number, root, problems)
+        header_path = _present(data_dir, line.header, names, listing, line.number, prefix, problems)
         if header_path is not None:
-            _cross_check_header(header_path, wav, line, root, problems)
+            _cross_check_header(header_path, wav, line, prefix, problems)
         segmentation_path = None
         if line.segmentation is not None:
-            segmentation_path = _present(data_dir, line.segmentation, names, listing, line.number, root, problems)
+            segmentation_path = _present(data_dir, line.segmentation, names, listing, line.number, prefix, problems)
         parsed.patient.recordings.append(
             Recording(line.site, wav_path, line.repeat, header_path, segmentation_path)
         )
 
 
-def _present(data_dir: Path, name: str, names: set[str], listing: str, number: int, root: Path,
+def _present(data_dir: Path, name: str, names: set[str], listing: str, number: int, prefix: str,
              problems: list[str]) -> Path | None:
     if name in names:
         return data_dir / name
-    problems.append(f"{_relative(data_dir / name, root)}: listed in {listing} line {number} but missing")
+    problems.append(f"{prefix}{name}: listed in {listing} line {number} but missing")
     return None
 
 
-def _cross_check_header(path: Path, wav, line: _RecordingLine, root: Path, problems: list[str]) -> None:
+def _cross_check_header(path: Path, wav: WavHeader, line: _RecordingLine, prefix: str, problems: list[str]) -> None:
     header = read_wfdb_header(path)
-    name = _relative(path, root)
+    name = f"{prefix}{path.name}"
     stem = line.wav[: -len(".wav")]
     if header.rate_hz != wav.rate_hz:
         problems.append(f"{name}: declares {header.rate_hz:g} Hz but {line.wav} is {wav.rate_hz} Hz")
@@ -412,10 +412,10 @@ def _cross_check_header(path: Path, wav, line: _RecordingLine, root: Path, probl
         problems.append(f"{name}: describes the signal as {header.description!r} but it is listed at {line.site}")
 
 
-def _cross_check_csv(path: Path, patients: dict[str, tuple[Patient, list[str]]], data_dir: Path, root: Path,
+def _cross_check_csv(path: Path, patients: dict[str, tuple[Patient, list[str]]], prefix: str,
                      problems: list[str]) -> None:
     """Compare training_data.csv with the patient files; the patient files win."""
-    name = _relative(path, root)
+    name = path.name
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -444,14 +444,14 @@ def _cross_check_csv(path: Path, patients: dict[str, tuple[Patient, list[str]]],
                 continue
             patient, sites = patients[pid]
             expected_row = dict(zip(CSV_COLUMNS, _csv_row(patient, sites, hidden=False)))
-            listing = _relative(data_dir / f"{pid}.txt", root)
+            listing = f"{prefix}{pid}.txt"
             for column, index in known:
                 if _cell_key(column, row[index]) != _cell_key(column, expected_row[column]):
                     problems.append(f"{name} line {number}: patient {pid} {column.rstrip(':')} is {row[index]!r} "
                                     f"but {listing} says {expected_row[column]!r}; using {listing}")
     for pid in patients:
         if pid not in seen:
-            problems.append(f"{_relative(data_dir / f'{pid}.txt', root)}: patient {pid} is not in {name}")
+            problems.append(f"{prefix}{pid}.txt: patient {pid} is not in {name}")
 
 
 def _column_key(column: str) -> str:
@@ -545,13 +545,6 @@ def _read_lines(path: str | Path) -> list[str]:
         return Path(path).read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as error:
         raise FormatError(path, f"not UTF-8 text (byte {error.start})", expected="a text file") from None
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def _id_sort_key(patient_id: str) -> tuple:
