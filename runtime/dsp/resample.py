@@ -10,14 +10,16 @@ which is exactly what resample_poly's zero padding and n_pre_remove trimming amo
 
 Polyphase form used here: outputs are computed `up` at a time (one "block" q covers outputs
 q*up .. q*up+up-1, whose inputs start `down` samples after the previous block's). The input is
-viewed as rows of `down` samples, multiplied once by a [down, n_taps_blocks*up] matrix, and the
-partial products of neighbouring rows are summed with one strided view. That keeps every matmul
+viewed as rows of `down` samples, multiplied once by a [rows_per_block*up, down] matrix, and
+the partial products of neighbouring rows are summed with one strided view. That keeps every matmul
 contiguous (BLAS) and the per-call Python work to a handful of numpy calls.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -50,6 +52,36 @@ def design_filter(
     return h * up
 
 
+class _Polyphase(NamedTuple):
+    """Filter tables for one (up, down, beta, half_len_factor); see the module docstring."""
+
+    half_len: int
+    rows_per_block: int  # input rows of `down` samples that one block of `up` outputs reads
+    first_start: int  # <= 0: block 0 reads from this input index (zeros before x[0])
+    row_filter: np.ndarray  # [rows_per_block*up, down]: row a*up + r = filter r's taps on row a
+
+
+@lru_cache(maxsize=16)
+def _polyphase(up: int, down: int, beta: float, half_len_factor: int) -> _Polyphase:
+    h = design_filter(up, down, beta, half_len_factor)
+    half_len = (len(h) - 1) // 2
+    taps_per_phase = -(-len(h) // up)
+    h_padded = np.zeros(taps_per_phase * up)
+    h_padded[: len(h)] = h
+    # Output r of a block reads x[start[r] : start[r] + taps_per_phase] with phase filter r,
+    # reversed so the dot product runs forwards in time.
+    starts = [(r * down + half_len) // up - taps_per_phase + 1 for r in range(up)]
+    phases = [(r * down + half_len) % up for r in range(up)]
+    rows_per_block = -(-(starts[-1] - starts[0] + taps_per_phase) // down)
+    block_filter = np.zeros((rows_per_block * down, up))
+    for r in range(up):
+        offset = starts[r] - starts[0]
+        block_filter[offset : offset + taps_per_phase, r] = h_padded[phases[r] :: up][::-1]
+    row_filter = np.ascontiguousarray(block_filter.reshape(rows_per_block, down, up).transpose(0, 2, 1).reshape(-1, down))
+    row_filter.flags.writeable = False
+    return _Polyphase(half_len, rows_per_block, starts[0], row_filter)
+
+
 class StreamingResampler:
     """Resamples one stream from `in_rate_hz` to `out_rate_hz` as samples arrive.
 
@@ -71,26 +103,8 @@ class StreamingResampler:
         self.up, self.down = ratio_for(in_rate_hz, out_rate_hz)
         up, down = self.up, self.down
         self._identity = up == down == 1  # resample_poly returns x itself
-        h = design_filter(up, down, beta, half_len_factor)
-        self._half_len = (len(h) - 1) // 2
-        taps_per_phase = -(-len(h) // up)
-        h_padded = np.zeros(taps_per_phase * up)
-        h_padded[: len(h)] = h
-        # Output r of a block reads x[start[r] : start[r] + taps_per_phase] with phase filter r,
-        # reversed so the dot product runs forwards in time.
-        starts = [(r * down + self._half_len) // up - taps_per_phase + 1 for r in range(up)]
-        phases = [(r * down + self._half_len) % up for r in range(up)]
-        span = starts[-1] - starts[0] + taps_per_phase
-        self._rows_per_block = -(-span // down)  # input rows of `down` samples one block touches
-        block_filter = np.zeros((self._rows_per_block * down, up))
-        for r in range(up):
-            offset = starts[r] - starts[0]
-            block_filter[offset : offset + taps_per_phase, r] = h_padded[phases[r] :: up][::-1]
-        # [down, rows_per_block*up]: column a*up + r holds the part of filter r that meets row a.
-        self._row_filter = np.ascontiguousarray(
-            block_filter.reshape(self._rows_per_block, down, up).transpose(1, 0, 2).reshape(down, -1)
-        )
-        self._first_start = starts[0]  # <= 0: block 0 reads this many samples before x[0]
+        tables = _polyphase(up, down, float(beta), int(half_len_factor))
+        self._half_len, self._rows_per_block, self._first_start, self._row_filter = tables
         # Zeros flush() appends: enough for the last output's taps and the last block's reads.
         self._tail = (self._rows_per_block + 1) * down + self._half_len // up + 1
         self._buf = np.zeros(0)
@@ -138,16 +152,16 @@ class StreamingResampler:
         row0 = q0 * down + self._first_start - self._buf_origin
         # The last block may read past the received input: those outputs are dropped below.
         rows = self._buf[row0 : row0 + n_rows * down].reshape(n_rows, down)
-        partial = rows @ self._row_filter  # [n_rows, rows_per_block*up]
-        width = partial.shape[1]
+        partial = self._row_filter @ rows.T  # [rows_per_block*up, n_rows]
+        # Output r of block q is the sum over a of partial[a*up + r, q + a]: one strided view.
         item = partial.itemsize
         diagonals = np.ndarray(
-            (q1 - q0, self._rows_per_block, up),
+            (self._rows_per_block, up, q1 - q0),
             dtype=np.float64,
             buffer=partial,
-            strides=(width * item, (width + up) * item, item),
+            strides=((up * n_rows + 1) * item, n_rows * item, item),
         )
-        y = np.add.reduce(diagonals, axis=1).ravel()
+        y = np.add.reduce(diagonals, axis=0).T.ravel()
         return y[first - q0 * up : n_out_total - q0 * up]
 
     def push(self, x: np.ndarray) -> np.ndarray:
