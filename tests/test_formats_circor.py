@@ -318,7 +318,7 @@ def test_malformed_wfdb_header_names_file_and_line(tmp_path, text, fragments):
         ("2530 2 4000\nAV 2530_AV.hea 2530_AV.wav\nAV 2530_AV.hea 2530_AV.wav\n", FULL_FIELDS,
          "line 3: 2530_AV.wav listed twice (first on line 2)"),
         ("2530 1 4000\nAV 2530_AV.hea 2530_AV.wav\n", FULL_FIELDS.replace("Child", "Toddler"),
-         "line 3: unknown Age 'Toddler'; expected Neonate, Infant, Child, Adolescent or Young adult or nan"),
+         "line 3: unknown Age 'Toddler'; expected Neonate, Infant, Child, Adolescent, Young adult or nan"),
         ("2530 1 4000\nAV 2530_AV.hea 2530_AV.wav\n", FULL_FIELDS.replace("98.0", "tall"),
          "line 5: Height 'tall' is not a number"),
         ("2530 1 4000\nAV 2530_AV.hea 2530_AV.wav\n", FULL_FIELDS.replace("#Murmur: Present", "#Murmur: Maybe"),
@@ -371,9 +371,11 @@ def synthetic_patients():
     def audio(n):
         return Audio(rng.integers(-32768, 32767, n, dtype=np.int16), RATE)
 
-    segments = (Segment(0.0, 0.123456789, 1), Segment(0.123456789, 0.3, 2), Segment(0.3, 0.31, 0))
+    # numpy scalars, as a synthesiser produces them, must be written as plain numbers.
+    segments = (Segment(0.0, 0.123456789, 1), Segment(0.123456789, 0.3, 2),
+                Segment(np.float64(0.3), np.float64(0.31), np.int64(0)))
     first = Patient(
-        "1234", [], Demographics("Child", "Female", 123.0, 13.5, False), murmur="Present", outcome="Abnormal",
+        "1234", [], Demographics("Child", "Female", np.float64(123.0), 13.5, False), murmur="Present", outcome="Abnormal",
         group="CC2015", annotations=dict(ANNOTATIONS))
     second = Patient(
         "77", [], Demographics(None, None, None, None, None), murmur="Absent", outcome="Normal", group="",

@@ -78,8 +78,8 @@ _NAN = "nan"
 _SITE_LIST = ", ".join(SITES[:-1]) + " or " + SITES[-1]
 _PATIENT_HEADER = re.compile(r"^(\S+)[ \t]+(\d+)[ \t]+(\d+)\s*$")
 _RECORDING_SUFFIX = re.compile(r"^(?P<site>[A-Za-z]+)(?:_(?P<repeat>[1-9][0-9]*))?$")
-_LABEL_FIELDS = ("Murmur", "Outcome")
-_KNOWN_FIELDS = ("Age", "Sex", "Height", "Weight", "Pregnancy status", "Campaign", *_LABEL_FIELDS)
+#: Patient-file fields that become Patient attributes; every other '#' field goes to annotations.
+_KNOWN_FIELDS = ("Age", "Sex", "Height", "Weight", "Pregnancy status", "Campaign", "Murmur", "Outcome")
 
 
 def load_circor(root: str | Path) -> Dataset:
@@ -304,7 +304,7 @@ def _parse_patient_file(path: Path) -> _PatientFile:
         for option in options:
             if value.casefold() == option.casefold():
                 return option
-        raise FormatError(path, f"unknown {key} {value!r}", line=n, expected=_or_list(options) + " or nan")
+        raise FormatError(path, f"unknown {key} {value!r}", line=n, expected=", ".join(options) + " or nan")
 
     def number_field(key: str) -> float | None:
         value, n = fields.get(key, (None, 0))
@@ -497,7 +497,7 @@ def _csv_row(patient: Patient, sites: list[str], hidden: bool) -> list[str]:
 
 
 def _text(value: str | float | bool | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return _NAN
     if isinstance(value, bool):
         return str(value)
@@ -526,7 +526,7 @@ def _check_writable(patient: Patient, recordings: Sequence[RecordingData], writt
         for value, options in ((d.age_group, AGE_GROUPS), (d.sex, SEXES), (patient.murmur, MURMUR_CLASSES),
                                (patient.outcome, OUTCOME_CLASSES)):
             if value is not None and value not in options:
-                problem = f"{value!r} is not one of {_or_list(options)}"
+                problem = f"{value!r} is not one of {', '.join(options)}"
         for key, value in patient.annotations.items():
             if (not key or key in _KNOWN_FIELDS or ":" in key or "\n" in key
                     or (value is not None and "\n" in value)):
@@ -536,7 +536,7 @@ def _check_writable(patient: Patient, recordings: Sequence[RecordingData], writt
 
 
 def _write_segmentation(path: Path, segments: Sequence[Segment]) -> None:
-    path.write_text("".join(f"{s.start_s!r}\t{s.end_s!r}\t{s.state}\n" for s in segments))
+    path.write_text("".join(f"{float(s.start_s)!r}\t{float(s.end_s)!r}\t{int(s.state)}\n" for s in segments))
 
 
 def _read_lines(path: str | Path) -> list[str]:
@@ -549,7 +549,3 @@ def _read_lines(path: str | Path) -> list[str]:
 
 def _id_sort_key(patient_id: str) -> tuple:
     return (0, int(patient_id), "") if patient_id.isdigit() else (1, 0, patient_id)
-
-
-def _or_list(options: Sequence[str]) -> str:
-    return ", ".join(options[:-1]) + " or " + options[-1] if len(options) > 1 else options[0]
