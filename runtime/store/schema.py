@@ -136,24 +136,26 @@ def connect(db_path: Path, *, read_only: bool = False, busy_timeout_ms: int = 50
     return conn
 
 
-def migrate(conn: sqlite3.Connection, db_path: Path) -> int:
-    """Bring the database to SCHEMA_VERSION; returns the version it had before."""
+def migrate(conn: sqlite3.Connection, db_path: Path, migrations: tuple[str, ...] = MIGRATIONS) -> int:
+    """Bring the database to version len(migrations), all steps in one transaction; returns the
+    version it had before. A database newer than this program is refused."""
+    target = len(migrations)
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
+    if version > target:
         raise StoreError(
-            f"{db_path} has schema version {version}, newer than this program's {SCHEMA_VERSION}; "
+            f"{db_path} has schema version {version}, newer than this program's {target}; "
             "install the pcg-screen release that wrote it (never downgrade a field box)"
         )
-    if version == SCHEMA_VERSION:
+    if version == target:
         return version
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Another process may have migrated while this one waited for the write lock.
         current = conn.execute("PRAGMA user_version").fetchone()[0]
-        for script in MIGRATIONS[current:]:
+        for script in migrations[current:]:
             for statement in _statements(script):
                 conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute(f"PRAGMA user_version = {target}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
