@@ -36,7 +36,7 @@ def test_band_edge_on_a_bin_is_inclusive():
     assert cfg.band_bins == (4, 17)
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=100)
 @given(n=st.integers(0, 3000), hop=st.sampled_from([8, 16, 20]), pool=st.sampled_from([(1, 1), (2, 2), (3, 2)]))
 def test_frames_for_counts_what_the_spectrogram_produces(n, hop, pool):
     cfg = FrontEndConfig(hop_samples=hop, pool_frames=pool[0], pool_stride=pool[1])

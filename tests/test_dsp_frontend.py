@@ -63,7 +63,7 @@ def test_features_match_scipy_reference(rate_hz):
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=100)
 @given(
     rate_hz=st.sampled_from(RATES_HZ),
     duration_ms=st.integers(0, 1500),

@@ -63,7 +63,7 @@ def test_offline_resample_matches_scipy(in_rate, n):
     assert relative_error(resample(x, in_rate, 1000), reference(x, in_rate)) <= 1e-9
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=200)
 @given(
     in_rate=st.sampled_from(RATES_HZ),
     n=st.integers(0, 3000),
@@ -103,6 +103,12 @@ def test_push_returns_every_determined_sample(in_rate):
     pushed = stream.push(np.ones(n))
     # Output m needs x[(m*down + half_len) // up]; count the m whose last input is before n.
     assert len(pushed) == sum(1 for m in range(-(-n * up // down)) if (m * down + half_len) // up < n)
+
+
+@pytest.mark.parametrize("in_rate", [4000, 44100, 500])
+def test_a_large_chunk_after_small_ones_matches_scipy(in_rate):
+    x = np.random.default_rng(7).standard_normal(3 * in_rate)
+    assert relative_error(streamed(x, in_rate, [1, 10, 2 * in_rate, 3]), reference(x, in_rate)) <= 1e-9
 
 
 def test_signal_shorter_than_the_filter():

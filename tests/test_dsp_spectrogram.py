@@ -99,7 +99,7 @@ def test_one_frame_is_not_enough_for_a_pooling_window():
     assert pool_frames(log_spectrogram(np.concatenate([x, x[:16]]), DEFAULT), DEFAULT).shape == (48, 1)
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=200)
 @given(
     cfg=st.sampled_from([DEFAULT, OTHER]),
     n=st.integers(0, 2500),
