@@ -1,0 +1,66 @@
+"""PCG augmentation on log-power features [F, T] (numpy), applied to training crops only.
+
+Features are ln(power), so a gain is an added constant and a stethoscope's frequency response is
+an added curve over frequency. The model removes each row's mean (trainer.encoder), which cancels
+both exactly; they are kept because they cost nothing and keep the model honest if that
+normalisation is ever changed. What the normalisation does NOT cancel, and what imitates an
+unfamiliar stethoscope, is band-limiting (a chest piece that passes little above a cut-off), a
+noise floor (a different microphone and room), and time shifts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    gain_db: float = 6.0  # +- uniform
+    tilt_db: float = 6.0  # +- across the band, linear in frequency
+    response_db: float = 4.0  # smooth random frequency response (3 cosine terms), amplitude
+    band_limit_probability: float = 0.3  # low-pass at a random cut-off between 40% and 90% of the band
+    noise_probability: float = 0.5
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    shift_fraction: float = 0.5  # circular shift of up to this fraction of the crop
+    site_dropout: float = 0.2  # per site, never dropping the last one
+
+
+NO_AUGMENTATION = AugmentConfig(0.0, 0.0, 0.0, 0.0, 0.0, (30.0, 30.0), 0.0, 0.0)
+
+_DB_TO_LN = np.log(10.0) / 10.0  # power dB -> natural-log power
+
+
+def augment_crop(x: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """One training crop [F, T] (log power) -> augmented copy."""
+    n_freq, n_frames = x.shape
+    y = x.astype(np.float32, copy=True)
+    position = np.linspace(-0.5, 0.5, n_freq, dtype=np.float32)[:, None]
+    colour = rng.uniform(-config.gain_db, config.gain_db) + rng.uniform(-config.tilt_db, config.tilt_db) * position
+    for k in (1, 2, 3):
+        colour = colour + rng.uniform(-1, 1) * config.response_db / k * np.cos(np.pi * k * (position + 0.5) + rng.uniform(0, 2 * np.pi))
+    y += (colour * _DB_TO_LN).astype(np.float32)
+    if rng.random() < config.band_limit_probability:
+        cutoff = int(rng.uniform(0.4, 0.9) * n_freq)
+        rolloff_db = 3.0 * np.arange(n_freq - cutoff, dtype=np.float32)  # 3 dB per bin above the cut-off
+        y[cutoff:] -= rolloff_db[:, None] * _DB_TO_LN
+    if rng.random() < config.noise_probability:
+        noise_power = np.exp(y).mean() * 10.0 ** (-rng.uniform(*config.snr_db) / 10.0)
+        y = np.log(np.exp(y) + noise_power * rng.exponential(1.0, y.shape)).astype(np.float32)
+    if config.shift_fraction > 0:
+        y = np.roll(y, int(rng.integers(0, int(config.shift_fraction * n_frames) + 1)), axis=1)
+    return y
+
+
+def drop_sites(site_mask: np.ndarray, rng: np.random.Generator, probability: float) -> np.ndarray:
+    """Randomly unset present sites (float32 [S] mask), keeping at least one."""
+    present = np.flatnonzero(site_mask > 0.5)
+    if len(present) <= 1 or probability <= 0:
+        return site_mask
+    keep = rng.random(len(present)) >= probability
+    if not keep.any():
+        keep[rng.integers(0, len(present))] = True
+    mask = np.zeros_like(site_mask)
+    mask[present[keep]] = 1.0
+    return mask

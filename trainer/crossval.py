@@ -1,0 +1,181 @@
+"""pcg-train: cross-validated training on a labelled folder (CirCor 2022 or PhysioNet 2016,
+auto-detected by runtime.formats), writing metrics.json, report.md, plots and one checkpoint per fold.
+
+    pcg-train --data DIR --task outcome|murmur --model primary|mlp|hyper|hyperfusion \
+              --folds 5 | --folds lodo   --out runs/NAME [--cache DIR] [--resume] [--deterministic]
+
+`--folds lodo` leaves one database (PhysioNet 2016) or campaign (CirCor) out at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from runtime.dsp.config import FrontEndConfig
+from runtime.metadata import METADATA_DIM, METADATA_FEATURES
+from trainer.augment import NO_AUGMENTATION, AugmentConfig
+from trainer.examples import DataError, DataReport, Example, FeatureCache, load_examples
+from trainer.folds import Fold, k_fold, leave_one_group_out
+from trainer.report import write_report
+from trainer.results import FoldOutcome, summarize
+
+
+def make_folds(examples: list[Example], task: str, scheme: str, seed: int) -> list[Fold]:
+    """scheme: a number of folds ("5") or "lodo"."""
+    labels = np.array([e.label(task) for e in examples])
+    groups = np.array([e.group for e in examples])
+    if scheme == "lodo":
+        return leave_one_group_out(labels, groups, seed)
+    try:
+        n_folds = int(scheme)
+    except ValueError:
+        raise DataError(f"--folds must be a number of folds or 'lodo', got {scheme!r}") from None
+    return k_fold(labels, groups, n_folds, seed)
+
+
+def metadata_note(examples: list[Example]) -> str:
+    """What the metadata path actually sees in these data."""
+    missing_all = all(
+        e.demographics.age_group is None and e.demographics.sex is None and e.demographics.height_cm is None
+        and e.demographics.weight_kg is None and e.demographics.pregnant is None
+        for e in examples
+    )
+    if missing_all:
+        return ("no patient has demographics: every metadata vector is the same constant (all five missing "
+                "indicators set, values 0), so mlp/hyper models see a constant input and reduce to the primary "
+                "network with a learned constant offset (hyper: a fixed generated delta on the final layer)")
+    return f"demographics encoded as runtime.metadata ({METADATA_DIM} values: {', '.join(METADATA_FEATURES)})"
+
+
+def run_cross_validation(examples: list[Example], folds: list[Fold], model_config, train_config, out_dir: Path, resume: bool = False) -> list[FoldOutcome]:
+    from trainer.train import fit_fold  # torch is imported only when training
+
+    outcomes = []
+    for fold in folds:
+        fold_dir = out_dir / fold.name
+        if resume and (fold_dir / "outcome.json").is_file():
+            outcomes.append(FoldOutcome.load(fold_dir))
+            continue
+        outcome = fit_fold(examples, fold, model_config, train_config, fold_dir, resume=resume)
+        outcome.save(fold_dir)
+        outcomes.append(outcome)
+        print(f"{fold.name}: test AUROC {np.nan_to_num(_auroc(outcome), nan=-1):.3f}, best epoch {outcome.best_epoch}, "
+              f"{outcome.seconds:.0f} s ({outcome.seconds_per_epoch:.1f} s/epoch)", file=sys.stderr)
+    return outcomes
+
+
+def _auroc(outcome: FoldOutcome) -> float:
+    from trainer.metrics import auroc
+
+    return auroc(outcome.test_labels, outcome.test_probabilities)
+
+
+def peak_memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def load_labelled(data: Path, task: str, cache_dir: Path | None, frontend: FrontEndConfig) -> tuple[list[Example], DataReport, str]:
+    """Read a folder with runtime.formats and turn it into examples; (examples, report, format)."""
+    from runtime.formats import FormatError, load_dataset
+
+    if not data.exists():
+        raise DataError(f"--data {data}: no such folder")
+    try:
+        dataset = load_dataset(data)
+    except FormatError as err:
+        raise DataError(f"--data {data}: {err}") from None
+    examples, report = load_examples(dataset, FeatureCache(cache_dir, frontend), task)
+    return examples, report, dataset.format
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pcg-train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="labelled CirCor or PhysioNet 2016 folder")
+    p.add_argument("--task", choices=("outcome", "murmur"), default="outcome")
+    p.add_argument("--model", choices=("primary", "mlp", "hyper", "hyperfusion"), default="hyper")
+    p.add_argument("--folds", default="5", help="number of stratified folds, or 'lodo' (leave one database out)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics.json, report.md, plots)")
+    p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: runs/feature-cache)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-step", type=int, default=20, help="multiply the learning rate by 0.5 every this many epochs")
+    p.add_argument("--eval-crops", type=int, default=5)
+    p.add_argument("--balance", choices=("group_class", "class", "none"), default="group_class")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms (same seed, same result)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (at most 2 on a shared machine)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def configs_from_args(args: argparse.Namespace, frontend: FrontEndConfig):
+    from trainer.model import ModelConfig
+    from trainer.train import TrainConfig
+
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_config = ModelConfig(task=args.task, metadata_path=args.model, n_freq=frontend.n_freq,
+                               n_frames=frontend.clip_frames, metadata_dim=METADATA_DIM)
+    train_config = TrainConfig(
+        task=args.task, epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, learning_rate=args.lr,
+        lr_step=args.lr_step, clip_frames=frontend.clip_frames, eval_crops=args.eval_crops, balance=args.balance,
+        seed=args.seed, deterministic=args.deterministic, device=device, threads=min(args.threads, 2),
+        augment=NO_AUGMENTATION if args.no_augment else AugmentConfig(), progress=not args.quiet,
+    )
+    return model_config, train_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    frontend = FrontEndConfig()
+    cache = args.cache if args.cache is not None else Path("runs") / "feature-cache"
+    started = time.perf_counter()
+    try:
+        examples, data_report, data_format = load_labelled(args.data, args.task, cache, frontend)
+        folds = make_folds(examples, args.task, args.folds, args.seed)
+    except DataError as err:
+        print(f"pcg-train: {err}", file=sys.stderr)
+        return 2
+    for warning in data_report.warnings:
+        print(f"pcg-train: warning: {warning}", file=sys.stderr)
+    print(f"pcg-train: {len(examples)} patients ({data_format}), {len(folds)} folds, "
+          f"{len(data_report.problems)} input problem(s) reported", file=sys.stderr)
+    model_config, train_config = configs_from_args(args, frontend)
+    outcomes = run_cross_validation(examples, folds, model_config, train_config, args.out, resume=args.resume)
+    group_of = {e.patient_id: e.group for e in examples}
+    summary = summarize(outcomes, group_of)
+    from trainer.model import ScreeningModel, parameter_count
+
+    settings = {
+        "command": " ".join(sys.argv),
+        "data": str(args.data), "format": data_format, "folds": args.folds,
+        "model": model_config.to_dict(), "train": train_config.to_dict(),
+        "parameters": parameter_count(ScreeningModel(model_config)),
+        "frontend": frontend.to_dict(), "metadata": metadata_note(examples),
+        "seconds_total": time.perf_counter() - started, "peak_memory_mb": peak_memory_mb(),
+    }
+    write_report(args.out, f"pcg-train {args.task} / {args.model} / folds {args.folds} on {args.data.name}", outcomes, summary, settings, data_report.to_dict())
+    pooled = summary["pooled"]
+    print(f"pcg-train: pooled AUROC {pooled['auroc']:.3f} {tuple(round(v, 3) for v in pooled['auroc_ci'])}, "
+          f"cost {pooled['cost_optimal']['cost']:.1f}, MAcc {pooled['cost_optimal']['macc']:.3f}; report in {args.out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""Labelled patients -> training examples: features computed once per recording with runtime.dsp,
+cached on disk, and every problem with the input reported instead of crashing later inside torch.
+
+Handling of bad input (each is reported in the run's data report):
+- no patients, or no patient labelled for the task: DataError with what was found;
+- a recording that cannot be read, or shorter than MIN_FRAMES pooled frames (~1 s): left out;
+- a patient with no usable recording: left out;
+- implausible or non-finite demographics: that field becomes "unknown" (runtime.metadata);
+- only one class present: DataError (nothing to learn); a murmur class with no example: a warning.
+
+Cache: one .npz per recording under <cache>/<front-end config hash[:16]>/, named by a hash of the
+recording's resolved path, size and modification time, so a changed file or config recomputes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.dsp.config import FrontEndConfig
+from runtime.dsp.frontend import compute_features
+from runtime.metadata import sanitize_demographics
+from runtime.records import MURMUR_CLASSES, Dataset, Demographics, Patient, Recording
+from runtime.sites import SITES, site_index
+
+MIN_FRAMES = 32  # ~1 s of pooled frames; anything shorter carries no heart cycle
+
+
+class DataError(ValueError):
+    """The data cannot be trained or evaluated on; the message says why and what to do."""
+
+
+@dataclass
+class Example:
+    """One patient ready for training: features per site slot (repeats kept), labels as indices."""
+
+    patient_id: str
+    group: str
+    outcome: int  # 1 Abnormal, 0 Normal, -1 unlabelled
+    murmur: int  # index in MURMUR_CLASSES, -1 unlabelled
+    demographics: Demographics
+    site_features: list[list[np.ndarray]]  # len(SITES) lists of float32 [F, T]
+
+    @property
+    def site_mask(self) -> np.ndarray:
+        return np.array([1.0 if recs else 0.0 for recs in self.site_features], dtype=np.float32)
+
+    def longest(self) -> list[np.ndarray | None]:
+        """Per site, the longest recording (the inference rule for repeats), or None."""
+        return [max(recs, key=lambda f: f.shape[1]) if recs else None for recs in self.site_features]
+
+    def label(self, task: str) -> int:
+        return self.outcome if task == "outcome" else self.murmur
+
+
+@dataclass
+class DataReport:
+    """What loading found: counts and every problem, for the run report."""
+
+    n_patients: int = 0
+    n_recordings: int = 0
+    n_used: int = 0
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "patients_found": self.n_patients,
+            "recordings_found": self.n_recordings,
+            "patients_used": self.n_used,
+            "problems": self.problems,
+            "warnings": self.warnings,
+        }
+
+
+class FeatureCache:
+    """Features of recordings on disk, keyed by front-end config and file identity."""
+
+    def __init__(self, root: Path | None, config: FrontEndConfig):
+        self.config = config
+        self.folder = None if root is None else Path(root) / config.config_hash()[:16]
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _key(self, path: Path) -> str:
+        stat = path.stat()
+        identity = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        return hashlib.sha256(identity.encode()).hexdigest()[:24]
+
+    def features(self, recording: Recording) -> np.ndarray:
+        """float32 [n_freq, T]; reads and computes only on a cache miss."""
+        if self.folder is None:
+            return compute_features(recording.read(), self.config)
+        cached = self.folder / f"{self._key(recording.path)}.npz"
+        if cached.is_file():
+            with np.load(cached) as data:
+                return data["features"]
+        values = compute_features(recording.read(), self.config)
+        tmp = cached.with_suffix(".tmp.npz")
+        np.savez(tmp, features=values)
+        tmp.replace(cached)
+        return values
+
+
+def _label_indices(patient: Patient) -> tuple[int, int]:
+    outcome = {"Abnormal": 1, "Normal": 0}.get(patient.outcome or "", -1)
+    murmur = MURMUR_CLASSES.index(patient.murmur) if patient.murmur in MURMUR_CLASSES else -1
+    return outcome, murmur
+
+
+def load_examples(dataset: Dataset, cache: FeatureCache, task: str) -> tuple[list[Example], DataReport]:
+    """Labelled, usable patients of `dataset` for `task` ("outcome" or "murmur")."""
+    report = DataReport(n_patients=len(dataset.patients), problems=list(dataset.problems))
+    if not dataset.patients:
+        raise DataError(f"no patients found in {dataset.root} (read as {dataset.format}); point --data at a CirCor or PhysioNet 2016 folder")
+    examples = []
+    n_unlabelled = 0
+    for patient in dataset.patients:
+        outcome, murmur = _label_indices(patient)
+        if (outcome if task == "outcome" else murmur) < 0:
+            n_unlabelled += 1
+            continue
+        site_features: list[list[np.ndarray]] = [[] for _ in SITES]
+        for recording in patient.recordings:
+            report.n_recordings += 1
+            try:
+                values = cache.features(recording)
+            except (OSError, ValueError) as err:
+                report.problems.append(f"{recording.path}: unreadable, left out ({err})")
+                continue
+            if values.shape[1] < MIN_FRAMES or not np.all(np.isfinite(values)):
+                report.problems.append(f"{recording.path}: shorter than {MIN_FRAMES} frames or not finite, left out")
+                continue
+            site_features[site_index(recording.site)].append(values)
+        if not any(site_features):
+            report.problems.append(f"patient {patient.patient_id}: no usable recording, left out")
+            continue
+        demographics, demo_problems = sanitize_demographics(patient.demographics)
+        report.problems.extend(f"patient {patient.patient_id}: {p}; treated as unknown" for p in demo_problems)
+        examples.append(Example(patient.patient_id, patient.group, outcome, murmur, demographics, site_features))
+    if n_unlabelled:
+        report.warnings.append(f"{n_unlabelled} patient(s) without a {task} label were left out")
+    if not examples:
+        raise DataError(
+            f"no usable labelled patient for the {task} task in {dataset.root}: {len(dataset.patients)} patient(s) found, "
+            f"{n_unlabelled} without a {task} label; training needs labelled data (CirCor training_data with "
+            f"#{task.capitalize()} lines, or PhysioNet 2016 REFERENCE.csv)"
+        )
+    labels = np.array([e.label(task) for e in examples])
+    n_classes = 2 if task == "outcome" else len(MURMUR_CLASSES)
+    counts = np.bincount(labels, minlength=n_classes)
+    names = ("Normal", "Abnormal") if task == "outcome" else MURMUR_CLASSES
+    if np.count_nonzero(counts) < 2:
+        only = names[int(np.argmax(counts))]
+        raise DataError(f"every usable patient is {only}: a {task} model needs examples of at least two classes")
+    for name, count in zip(names, counts):
+        if count == 0:
+            report.warnings.append(f"no {name} example: the model cannot learn that class, and its metrics are undefined")
+    report.n_used = len(examples)
+    return examples, report

@@ -1,0 +1,268 @@
+"""Training of one fold: batches, the loop, early stopping, calibration, operating points, checkpoints.
+
+    fit_fold(examples, fold, model_config, train_config, fold_dir) -> FoldOutcome
+
+Per epoch: `len(train)` patients drawn with replacement, each with probability proportional to
+1 / (patients in its (database, class) cell), so databases and classes weigh the same; one random
+augmented crop per site per patient. Adam, the learning rate multiplied by `lr_gamma` every
+`lr_step` epochs, early stopping on the validation part's AUROC (outcome) or macro AUROC (murmur).
+The best epoch's weights are kept; Platt scaling and the operating points (challenge-cost optimum,
+sensitivity >= 0.95) are fitted on the validation part and stored in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from runtime.metadata import MetadataStats, encode_batch
+from trainer import metrics
+from trainer.augment import NO_AUGMENTATION, AugmentConfig, augment_crop, drop_sites
+from trainer.crops import crop, evaluation_crops
+from trainer.examples import Example
+from trainer.folds import Fold
+from trainer.model import ModelConfig, ScreeningModel
+from trainer.murmur_head import multi_head_murmur_loss
+from trainer.results import FoldOutcome
+
+CHECKPOINT_SCHEMA = "pcg-screen/trainer-checkpoint/1"
+
+
+@dataclass
+class TrainConfig:
+    task: str = "outcome"
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_step: int = 20
+    lr_gamma: float = 0.5
+    patience: int = 10
+    clip_frames: int = 246  # front-end config.clip_frames
+    eval_crops: int = 5
+    balance: str = "group_class"  # "group_class" | "class" | "none"
+    pos_weight: float | None = None  # None: n_negative / n_positive under the chosen sampling
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "cpu"
+    threads: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def sampling_weights(labels: np.ndarray, groups: np.ndarray, balance: str) -> np.ndarray:
+    """Probability of drawing each training example."""
+    if balance == "none":
+        w = np.ones(len(labels))
+    else:
+        keys = list(zip(groups.tolist(), labels.tolist())) if balance == "group_class" else labels.tolist()
+        counts: dict = {}
+        for k in keys:
+            counts[k] = counts.get(k, 0) + 1
+        w = np.array([1.0 / counts[k] for k in keys])
+        if balance == "group_class":  # a database missing a class does not lose weight
+            per_group = {g: sum(1 for k in counts if k[0] == g) for g in set(groups.tolist())}
+            w = w / np.array([per_group[g] for g in groups.tolist()])
+    return w / w.sum()
+
+
+def training_batch(batch: list[Example], metadata: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x [B, S, F, clip] (one random augmented crop per present site), site_mask [B, S], metadata."""
+    n_sites = len(batch[0].site_features)
+    n_freq = next(f for recs in batch[0].site_features for f in recs).shape[0]
+    x = np.zeros((len(batch), n_sites, n_freq, config.clip_frames), dtype=np.float32)
+    masks = np.zeros((len(batch), n_sites), dtype=np.float32)
+    for b, example in enumerate(batch):
+        masks[b] = drop_sites(example.site_mask, rng, config.augment.site_dropout)
+        for s in np.flatnonzero(masks[b]):
+            recordings = example.site_features[s]
+            features = recordings[int(rng.integers(0, len(recordings)))]
+            start = int(rng.integers(0, max(1, features.shape[1] - config.clip_frames + 1)))
+            x[b, s] = augment_crop(crop(features, start, config.clip_frames), rng, config.augment)
+    return x, masks, metadata
+
+
+@torch.no_grad()
+def predict(model: ScreeningModel, examples: list[Example], metadata: np.ndarray, config: TrainConfig, device: torch.device) -> dict[str, np.ndarray]:
+    """Inference as crops.py describes: crop-averaged outcome logits [N], murmur probabilities
+    [N, 3] (murmur task) and site weights [N, S]."""
+    model.eval()
+    logits, murmur, weights = [], [], []
+    per_batch = max(1, config.batch_size // config.eval_crops)
+    n_freq = next(f for recs in examples[0].site_features for f in recs).shape[0]
+    for start in range(0, len(examples), per_batch):
+        chunk = examples[start : start + per_batch]
+        crops = [evaluation_crops(e.longest(), config.clip_frames, config.eval_crops, n_freq) for e in chunk]
+        x = torch.from_numpy(np.concatenate([c[0] for c in crops])).to(device)
+        k = config.eval_crops
+        mask = torch.from_numpy(np.repeat(np.stack([c[1] for c in crops]), k, axis=0)).to(device)
+        meta = torch.from_numpy(np.repeat(metadata[start : start + per_batch], k, axis=0)).to(device)
+        outputs = model(x, mask, meta)
+        logits.append(outputs[1].reshape(len(chunk), k).mean(dim=1).cpu().numpy())
+        weights.append(outputs[2].reshape(len(chunk), k, -1).mean(dim=1).cpu().numpy())
+        if model.config.task == "murmur":
+            murmur.append(outputs[3].reshape(len(chunk), k, 3).mean(dim=1).cpu().numpy())
+    result = {"logits": np.concatenate(logits).astype(np.float64), "site_weights": np.concatenate(weights)}
+    if murmur:
+        result["murmur"] = np.concatenate(murmur).astype(np.float64)
+        refer = np.clip(result["murmur"][:, 0] + result["murmur"][:, 1], 1e-6, 1 - 1e-6)
+        result["logits"] = np.log(refer) - np.log1p(-refer)  # crop-averaged probabilities, then logit
+    return result
+
+
+def selection_score(task: str, labels: np.ndarray, prediction: dict[str, np.ndarray]) -> float:
+    if task == "outcome":
+        return metrics.auroc(labels, prediction["logits"])
+    return metrics.macro_ovr(metrics.auroc, labels, prediction["murmur"])
+
+
+def _loss_function(task: str, pos_weight: float, device: torch.device):
+    if task == "outcome":
+        bce = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+        return lambda logits, y: bce(logits[:, 0], y.float())
+    return lambda logits, y: multi_head_murmur_loss(logits.reshape(logits.shape[0], -1, 3), y)
+
+
+def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, config: TrainConfig, fold_dir: Path, resume: bool = False) -> FoldOutcome:
+    """Train on fold.train, stop early on fold.validation, predict fold.test."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.threads)
+    seed_everything(config.seed, config.deterministic)
+    device = torch.device(config.device)
+    task = config.task
+    labels = np.array([e.label(task) for e in examples])
+    groups = np.array([e.group for e in examples])
+    stats = MetadataStats.fit([examples[i].demographics for i in fold.train])
+    metadata = encode_batch([e.demographics for e in examples], stats)
+
+    model = ScreeningModel(model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+    draw = sampling_weights(labels[fold.train], groups[fold.train], config.balance)
+    if config.pos_weight is not None:
+        pos_weight = config.pos_weight
+    else:
+        drawn_positive = float(draw[labels[fold.train] == 1].sum())
+        pos_weight = (1.0 - drawn_positive) / max(drawn_positive, 1e-6)
+    loss_fn = _loss_function(task, pos_weight, device)
+    rng = np.random.default_rng(config.seed)
+    history: list[dict] = []
+    best = {"score": -np.inf, "epoch": -1, "state": None}
+    start_epoch = 0
+    last_path = fold_dir / "last.pt"
+    if resume and last_path.is_file():
+        state = torch.load(last_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+
+    validation_examples = [examples[i] for i in fold.validation]
+    started = time.perf_counter()
+    epoch_seconds = []
+    epochs = tqdm(range(start_epoch, config.epochs), desc=fold.name, disable=not config.progress, mininterval=2.0, leave=False)
+    for epoch in epochs:
+        epoch_started = time.perf_counter()
+        model.train()
+        order = rng.choice(fold.train, size=len(fold.train), replace=True, p=draw)
+        losses = []
+        batches = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}", disable=not config.progress, mininterval=2.0, leave=False)
+        for b in batches:
+            rows = order[b : b + config.batch_size]
+            x, mask, meta = training_batch([examples[i] for i in rows], metadata[rows], config, rng)
+            logits, _ = model.head_logits(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device), torch.from_numpy(meta).to(device))
+            loss = loss_fn(logits, torch.from_numpy(labels[rows]).to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            losses.append(loss.item())
+            batches.set_postfix(loss=f"{np.mean(losses):.4f}")
+        scheduler.step()
+        validation = predict(model, validation_examples, metadata[fold.validation], config, device)
+        score = selection_score(task, labels[fold.validation], validation)
+        epoch_seconds.append(time.perf_counter() - epoch_started)
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "validation_score": score, "seconds": epoch_seconds[-1]})
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch + 1, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        epochs.set_postfix(loss=f"{np.mean(losses):.4f}", val=f"{score:.3f}", best=f"{best['score']:.3f}@{best['epoch']}")
+        torch.save(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history, "best": best, "epoch": epoch},
+            last_path,
+        )
+        if epoch + 1 - best["epoch"] >= config.patience:
+            break
+
+    model.load_state_dict(best["state"])
+    validation = predict(model, validation_examples, metadata[fold.validation], config, device)
+    validation_binary = labels[fold.validation] if task == "outcome" else (labels[fold.validation] <= 1).astype(np.int64)
+    a, b = metrics.fit_platt(validation["logits"], validation_binary)
+    validation_probabilities = metrics.apply_platt(validation["logits"], a, b)
+    thresholds = {
+        "cost_optimal": metrics.cost_optimal_threshold(validation_binary, validation_probabilities),
+        "high_sensitivity": metrics.sensitivity_threshold(validation_binary, validation_probabilities, 0.95),
+    }
+    test_examples = [examples[i] for i in fold.test]
+    test = predict(model, test_examples, metadata[fold.test], config, device)
+    seconds = time.perf_counter() - started
+    torch.save(
+        {
+            "schema": CHECKPOINT_SCHEMA,
+            "model_config": model_config.to_dict(),
+            "train_config": config.to_dict(),
+            "model": best["state"],
+            "metadata_stats": stats.to_dict(),
+            "platt": {"a": a, "b": b},
+            "thresholds": thresholds,
+            "best_epoch": best["epoch"],
+            "validation_score": best["score"],
+            "history": history,
+            "fold": fold.name,
+        },
+        fold_dir / "model.pt",
+    )
+    last_path.unlink(missing_ok=True)
+    murmur_labels = None if task == "outcome" else labels[fold.test]
+    outcome = FoldOutcome(
+        name=fold.name,
+        test_ids=[e.patient_id for e in test_examples],
+        test_labels=np.array([e.outcome for e in test_examples]) if task == "outcome" else (labels[fold.test] <= 1).astype(np.int64),
+        test_logits=test["logits"],
+        test_probabilities=metrics.apply_platt(test["logits"], a, b),
+        test_murmur=test.get("murmur"),
+        test_murmur_labels=murmur_labels,
+        test_site_weights=test["site_weights"],
+        validation_labels=validation_binary,
+        validation_probabilities=validation_probabilities,
+        platt=(a, b),
+        thresholds=thresholds,
+        history=history,
+        best_epoch=best["epoch"],
+        seconds=seconds,
+        seconds_per_epoch=float(np.mean(epoch_seconds)) if epoch_seconds else float("nan"),
+    )
+    (fold_dir / "fold.json").write_text(json.dumps({"name": fold.name, "best_epoch": best["epoch"], "thresholds": thresholds, "platt": [a, b], "history": history}, indent=1))
+    return outcome
