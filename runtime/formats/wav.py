@@ -4,6 +4,9 @@ Python's `wave` module rejects WAVE_FORMAT_EXTENSIBLE headers, which many record
 plain 16-bit mono, so the chunks are walked here: unknown chunks (LIST, fact, ...) are skipped, odd
 chunk sizes are followed by their pad byte, and `fmt ` must come before `data`. Anything other than
 16-bit integer PCM mono is refused with a FormatError that says what the file holds instead.
+The RIFF size field is not trusted (writers that stream often leave it wrong): chunks are walked
+against the real file size. A data chunk shorter than it declares is an error, never a silent
+partial read; bytes after a complete data chunk (a pad byte, trailing chunks) are ignored.
 """
 
 from __future__ import annotations
