@@ -43,6 +43,7 @@ class FrontEndStream:
         self._spectrogram = StreamingSpectrogram(config)
 
     def reset(self) -> None:
+        """Forget all input: the next push starts a new recording."""
         self._resampler.reset()
         self._spectrogram.reset()
 

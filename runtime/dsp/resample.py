@@ -89,6 +89,7 @@ class StreamingResampler:
     returns the rest (the input is taken to end there, zero-extended as resample_poly does) and
     resets. All pushes plus the flush, concatenated, equal
     `scipy.signal.resample_poly(x_all, up, down)` for any chunking. Output is float64.
+    Input must be finite: a NaN or inf also spoils outputs up to one polyphase block around it.
     """
 
     def __init__(
