@@ -49,6 +49,7 @@ DEFAULT_MIN_FREE_BYTES = 200_000_000  # refuse a new patient or recording below 
 DEFAULT_RECORDING_RESERVE_BYTES = 16_000_000  # stop a recording below this, leaving room for the database
 _EVENT_KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _CODE_ATTEMPTS = 20
+_SQLITE_FULL = 13
 
 
 def _utc_now() -> datetime:
@@ -244,7 +245,10 @@ class Store:
     def close(self) -> None:
         """Stop any recording still open (marked interrupted, reason 'store_closed') and release the store."""
         for writer in list(self._writers.values()):
-            writer.abort("store_closed")
+            try:
+                writer.abort("store_closed")
+            except DiskFullError:
+                pass  # the WAV is valid; `resume` records its final state once there is space
         self._conn.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -289,7 +293,8 @@ class Store:
             yield self._conn
             self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:  # SQLite has already rolled back after some errors (disk full)
+                self._conn.execute("ROLLBACK")
             raise
 
     def _stamp(self, conn: sqlite3.Connection) -> tuple[int, str]:
@@ -618,12 +623,11 @@ class RecordingWriter:
             found = f"{samples.dtype} array of shape {samples.shape}" if isinstance(samples, np.ndarray) else type(samples).__name__
             raise TypeError(f"append expects a 1-D int16 numpy array of samples, got {found}")
         try:
-            synced = self._wav.write(samples)
+            if self._wav.write(samples):
+                self._save({"samples_written": self._wav.samples_synced})
         except DiskFullError as exc:
             self._finish("interrupted", "disk_full", exc.samples_kept)
             raise
-        if synced:
-            self.record = self._store._write_recording(self.record.id, {"samples_written": self._wav.samples_synced})
 
     def note_gap(self, first_index: int, count: int) -> None:
         """Record that the link lost `count` samples starting at device sample index `first_index`.
@@ -638,7 +642,11 @@ class RecordingWriter:
             raise ValueError(f"gap ({first_index}, {count}) must have a positive count and start at or after "
                              f"the end of the previous gap (sample {previous_end})")
         self._gaps.append((first_index, count))
-        self.record = self._store._write_recording(self.record.id, {"gaps": json.dumps(self._gaps)})
+        try:
+            self._save({"gaps": json.dumps(self._gaps)})
+        except DiskFullError as exc:
+            self._finish("interrupted", "disk_full", exc.samples_kept)
+            raise
 
     def close(self) -> RecordingRecord:
         """Finish the recording (status complete); returns its final record. No-op if already stopped."""
@@ -652,16 +660,25 @@ class RecordingWriter:
             self._finish("interrupted", reason, self._wav.close())
         return self.record
 
+    def _save(self, values: dict) -> None:
+        """Write progress to the database; a full disk there stops the WAV cleanly too (DiskFullError)."""
+        try:
+            self.record = self._store._write_recording(self.record.id, values)
+        except sqlite3.OperationalError as exc:
+            if not _is_disk_full(exc):
+                raise
+            self._wav.stop_for_disk("the database could not grow")
+
     def _finish(self, status: str, reason: str | None, n_samples: int) -> None:
         self._store._writer_closed(self.record.id)
         try:
             self.record = self._store._write_recording(
                 self.record.id, {"status": status, "stop_reason": reason, "samples_written": n_samples}
             )
-        except sqlite3.OperationalError:
-            if reason != "disk_full":
+        except sqlite3.OperationalError as exc:
+            if not _is_disk_full(exc):
                 raise
-            # The database could not grow either; `resume` marks the recording from its valid WAV.
+            # The database cannot grow; the WAV is valid and `resume` records it once there is space.
 
     def __enter__(self) -> RecordingWriter:
         return self
@@ -671,6 +688,10 @@ class RecordingWriter:
             self.close()
         elif not self._wav.closed:
             self.abort(f"error: {exc_type.__name__}")
+
+
+def _is_disk_full(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or "disk is full" in str(exc)
 
 
 def _demographics_row(demo: Demographics) -> dict:

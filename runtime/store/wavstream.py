@@ -194,7 +194,7 @@ class WavStreamWriter:
         if self._data_bytes + len(data) > _MAX_DATA_BYTES:
             raise ValueError(f"{self.path}: a WAV file holds at most 4 GiB; start a new recording")
         if self._free_bytes is not None and self._free_bytes() < self._reserve_bytes + len(data):
-            self._stop_for_disk("free space fell below the recording reserve")
+            self.stop_for_disk("free space fell below the recording reserve")
         view = memoryview(data)
         try:
             while view:
@@ -204,7 +204,7 @@ class WavStreamWriter:
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            self._stop_for_disk(exc.strerror or "no space left on device")
+            self.stop_for_disk(exc.strerror or "no space left on device")
         unsynced = self.samples_written - self._synced_samples
         if unsynced >= self._sync_every_samples or time.monotonic() - self._last_sync >= self._sync_every_s:
             self.sync()
@@ -222,7 +222,7 @@ class WavStreamWriter:
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            self._stop_for_disk(exc.strerror or "no space left on device")
+            self.stop_for_disk(exc.strerror or "no space left on device")
         self._synced_samples = n_samples
         self._last_sync = time.monotonic()
 
@@ -234,7 +234,7 @@ class WavStreamWriter:
             self._fd = None
         return self._synced_samples
 
-    def _stop_for_disk(self, why: str) -> None:
+    def stop_for_disk(self, why: str) -> None:
         """Keep the whole samples already accepted, make the file valid, close it, raise DiskFullError."""
         fd, self._fd = self._fd, None
         self.stopped_for_disk = True
