@@ -26,7 +26,7 @@ of each broadband source's spectral shape (the heart sounds themselves lie below
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -194,14 +194,14 @@ def random_murmur(rng: np.random.Generator, systolic: bool, **fixed: str) -> Mur
         return fixed.get(name, value)
 
     if systolic:
-        timing = pick("timing", SYSTOLIC_TIMINGS, (0.33, 0.12, 0.03, 0.52))
+        timing = pick("timing", SYSTOLIC_TIMINGS, (0.4, 0.15, 0.03, 0.42))
         grade = pick("grade", SYSTOLIC_GRADES, (0.55, 0.27, 0.18))
     else:
         timing = pick("timing", DIASTOLIC_TIMINGS, (0.6, 0.25, 0.15))
         grade = pick("grade", DIASTOLIC_GRADES, (0.6, 0.3, 0.1))
     shape = pick("shape", SHAPES, (0.5, 0.2, 0.25, 0.05))
     pitch = pick("pitch", PITCHES, (0.45, 0.35, 0.2))
-    quality = pick("quality", QUALITIES, (0.45, 0.5, 0.05))
+    quality = pick("quality", QUALITIES, (0.35, 0.58, 0.07))
     return Murmur(timing=timing, shape=shape, pitch=pitch, grade=grade, quality=quality)
 
 
@@ -229,7 +229,7 @@ def random_profile(
         murmur_sites = tuple(s for s in SITES[:4] if s == most_audible_site or rng.random() < 0.5)
     young = age_group in ("Neonate", "Infant")
     resp_low, resp_high = _RESPIRATION_RATE_BPM[age_group]
-    return HeartProfile(
+    heart = HeartProfile(
         heart_rate_bpm=float(heart_rate_bpm),
         rsa_fraction=float(rng.uniform(0.01, 0.03) if young else rng.uniform(0.03, 0.08)),
         rr_jitter_fraction=float(rng.uniform(0.008, 0.025)),
@@ -245,6 +245,15 @@ def random_profile(
         diastolic_murmur=diastolic_murmur,
         murmur_sites=tuple(murmur_sites),
         most_audible_site=most_audible_site,
+    )
+    return with_random_conditions(heart, rng)
+
+
+def with_random_conditions(profile: HeartProfile, rng: np.random.Generator) -> HeartProfile:
+    """`profile` with freshly drawn recording conditions (breathing, room noise, hum, contact bursts,
+    sensor floor, stethoscope cut-off): the same heart heard in another recording."""
+    return replace(
+        profile,
         breath_level=float(rng.uniform(0.004, 0.03)),
         ambient_level=float(rng.uniform(0.003, 0.02)) if rng.random() < 0.5 else 0.0,
         hum_level=float(rng.uniform(0.002, 0.01)) if rng.random() < 0.2 else 0.0,
