@@ -32,28 +32,33 @@ class _Kernel:
         self.dft = np.hstack([amplitude * np.cos(angle), amplitude * np.sin(angle)])
         self.n_freq = stop - first
 
-    def log_power(self, x: np.ndarray, n_frames: int) -> np.ndarray:
-        """Log power of the first n_frames frames of contiguous float64 x: [n_frames, n_freq]."""
+    def log_power(self, x: np.ndarray, start: int, n_frames: int, out: np.ndarray) -> np.ndarray:
+        """Log power of n_frames frames of contiguous float64 x from sample `start`, into out [n_frames, n_freq]."""
         cfg = self.config
         frames = np.ndarray(
-            (n_frames, cfg.win_length), dtype=np.float64, buffer=x, strides=(cfg.hop_samples * 8, 8)
+            (n_frames, cfg.win_length),
+            dtype=np.float64,
+            buffer=x,
+            offset=start * 8,
+            strides=(cfg.hop_samples * 8, 8),
         )
         # The copy makes the frames contiguous, which BLAS needs (overlapping rows are not).
         spectrum = np.ascontiguousarray(frames) @ self.dft
         spectrum *= spectrum
-        power = spectrum[:, : self.n_freq] + spectrum[:, self.n_freq :]
-        power += cfg.log_floor
-        return np.log(power, out=power)
+        np.add(spectrum[:, : self.n_freq], cfg.log_floor, out=out)
+        out += spectrum[:, self.n_freq :]
+        return np.log(out, out=out)
 
-    def pool(self, log_power: np.ndarray, n_pooled: int) -> np.ndarray:
-        """Mean over pooling windows of contiguous time-major log power: [n_pooled, n_freq]."""
+    def pool(self, log_power: np.ndarray, start: int, n_pooled: int) -> np.ndarray:
+        """Means over n_pooled pooling windows of contiguous time-major log power [frames, n_freq],
+        the first window starting at frame `start`: [n_pooled, n_freq]."""
         cfg = self.config
-        n_freq = log_power.shape[1]
-        row = n_freq * 8
+        row = self.n_freq * 8
         windows = np.ndarray(
-            (n_pooled, cfg.pool_frames, n_freq),
+            (n_pooled, cfg.pool_frames, self.n_freq),
             dtype=np.float64,
             buffer=log_power,
+            offset=start * row,
             strides=(cfg.pool_stride * row, row, 8),
         )
         return np.add.reduce(windows, axis=1) / cfg.pool_frames
@@ -77,7 +82,7 @@ def log_spectrogram(x: np.ndarray, config: FrontEndConfig) -> np.ndarray:
     n_frames = _n_frames(len(x), config.win_length, config.hop_samples)
     if n_frames == 0:
         return np.zeros((config.n_freq, 0))
-    return _kernel(config).log_power(x, n_frames).T
+    return _kernel(config).log_power(x, 0, n_frames, np.empty((n_frames, config.n_freq))).T
 
 
 def pool_frames(logspec: np.ndarray, config: FrontEndConfig) -> np.ndarray:
@@ -86,7 +91,7 @@ def pool_frames(logspec: np.ndarray, config: FrontEndConfig) -> np.ndarray:
     n_pooled = _n_frames(len(time_major), config.pool_frames, config.pool_stride)
     if n_pooled == 0:
         return np.zeros((logspec.shape[0], 0))
-    return _kernel(config).pool(time_major, n_pooled).T
+    return _kernel(config).pool(time_major, 0, n_pooled).T
 
 
 class StreamingSpectrogram:
@@ -106,30 +111,37 @@ class StreamingSpectrogram:
 
     def reset(self) -> None:
         """Forget all input."""
-        self._n_samples = 0  # valid samples in _samples; _samples[0] starts the next frame
-        self._n_log_power = 0  # valid rows in _log_power; row 0 starts the next pooling window
+        # _samples[_sample_start:_sample_end] holds the samples from the next frame's start on;
+        # _log_power[_frame_start:_frame_end] the frames from the next pooling window's start on.
+        self._sample_start = self._sample_end = 0
+        self._frame_start = self._frame_end = 0
 
     def push(self, x: np.ndarray) -> np.ndarray:
-        """Feed 1-D float samples at target_rate_hz; return new pooled frames [n_freq, k]."""
+        """Feed 1-D float samples at target_rate_hz; return new pooled frames float64 [n_freq, k]."""
         cfg = self.config
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 1:
             raise ValueError(f"expected 1-D samples, got shape {x.shape}")
-        self._samples = _append(self._samples, self._n_samples, x)
-        self._n_samples += len(x)
-        n_frames = _n_frames(self._n_samples, cfg.win_length, cfg.hop_samples)
+        self._samples, self._sample_start, self._sample_end = _append(
+            self._samples, self._sample_start, self._sample_end, len(x)
+        )
+        self._samples[self._sample_end - len(x) : self._sample_end] = x
+        n_frames = _n_frames(self._sample_end - self._sample_start, cfg.win_length, cfg.hop_samples)
         if n_frames == 0:
             return np.zeros((cfg.n_freq, 0))
-        log_power = self._kernel.log_power(self._samples, n_frames)
-        self._n_samples = _drop_front(self._samples, self._n_samples, n_frames * cfg.hop_samples)
+        self._log_power, self._frame_start, self._frame_end = _append(
+            self._log_power, self._frame_start, self._frame_end, n_frames
+        )
+        self._kernel.log_power(
+            self._samples, self._sample_start, n_frames, self._log_power[self._frame_end - n_frames : self._frame_end]
+        )
+        self._sample_start += n_frames * cfg.hop_samples
 
-        self._log_power = _append(self._log_power, self._n_log_power, log_power)
-        self._n_log_power += n_frames
-        n_pooled = _n_frames(self._n_log_power, cfg.pool_frames, cfg.pool_stride)
+        n_pooled = _n_frames(self._frame_end - self._frame_start, cfg.pool_frames, cfg.pool_stride)
         if n_pooled == 0:
             return np.zeros((cfg.n_freq, 0))
-        pooled = self._kernel.pool(self._log_power, n_pooled)
-        self._n_log_power = _drop_front(self._log_power, self._n_log_power, n_pooled * cfg.pool_stride)
+        pooled = self._kernel.pool(self._log_power, self._frame_start, n_pooled)
+        self._frame_start += n_pooled * cfg.pool_stride
         return pooled.T
 
     def flush(self) -> np.ndarray:
@@ -138,19 +150,18 @@ class StreamingSpectrogram:
         return np.zeros((self.config.n_freq, 0))
 
 
-def _append(buf: np.ndarray, n_valid: int, rows: np.ndarray) -> np.ndarray:
-    """buf with rows written after its first n_valid rows; a larger copy when it does not fit."""
-    needed = n_valid + len(rows)
-    if needed > len(buf):
-        grown = np.zeros((max(needed, 2 * len(buf)),) + buf.shape[1:])
-        grown[:n_valid] = buf[:n_valid]
-        buf = grown
-    buf[n_valid:needed] = rows
-    return buf
+def _append(buf: np.ndarray, start: int, end: int, n_new: int) -> tuple[np.ndarray, int, int]:
+    """Make room for n_new rows after buf[start:end]: (buffer, start, end + n_new).
 
-
-def _drop_front(buf: np.ndarray, n_valid: int, n_drop: int) -> int:
-    """Move buf's rows [n_drop, n_valid) to the front; return how many that is."""
-    keep = n_valid - n_drop
-    buf[:keep] = buf[n_drop:n_valid]
-    return keep
+    The live rows move to the front when the end is reached, into a larger buffer if needed.
+    """
+    if end + n_new > len(buf):
+        live = end - start
+        if live + n_new > len(buf):
+            grown = np.zeros((max(live + n_new, 2 * len(buf)),) + buf.shape[1:])
+            grown[:live] = buf[start:end]
+            buf = grown
+        else:
+            buf[:live] = buf[start:end]
+        start, end = 0, live
+    return buf, start, end + n_new
