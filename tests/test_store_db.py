@@ -292,3 +292,29 @@ def test_recordings_at_one_site_get_repeat_numbers_and_gaps_are_kept(tmp_path):
 def test_store_imports_neither_torch_nor_scipy():
     code = "import sys, runtime.store; bad = {'torch', 'scipy'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
+def test_a_recording_thread_and_the_main_thread_share_the_store(tmp_path):
+    import threading
+
+    with open_store(tmp_path) as store:
+        session = store.start_session(store.new_patient(CHILD, consent=True))
+        writer = store.start_recording(session, "AV", 1000)
+        failures = []
+
+        def record():
+            try:
+                for _ in range(50):
+                    writer.append(np.ones(100, dtype=np.int16))
+                writer.close()
+            except Exception as exc:  # surfaced to the main thread below
+                failures.append(exc)
+
+        thread = threading.Thread(target=record)
+        thread.start()
+        for i in range(50):
+            store.log_event("battery", {"percent": 100 - i}, session=session)
+        thread.join()
+        assert failures == []
+        assert store.recording(writer.record.id).samples_written == 5000
+        assert count(store, "device_events") == 50

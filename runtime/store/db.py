@@ -24,6 +24,7 @@ import math
 import os
 import re
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -171,6 +172,7 @@ class Store:
     ):
         self.root = root
         self._conn = conn
+        self._lock = threading.RLock()  # one connection, shared by the threads of the field program
         self._lock_fd = lock_fd
         self.min_free_bytes = min_free_bytes
         self.recording_reserve_bytes = recording_reserve_bytes
@@ -249,7 +251,8 @@ class Store:
                 writer.abort("store_closed")
             except DiskFullError:
                 pass  # the WAV is valid; `resume` records its final state once there is space
-        self._conn.close()
+        with self._lock:
+            self._conn.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -288,14 +291,15 @@ class Store:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         if self.read_only:
             raise StoreError(f"the store at {self.root} was opened read-only")
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-            self._conn.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:  # SQLite has already rolled back after some errors (disk full)
-                self._conn.execute("ROLLBACK")
-            raise
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:  # SQLite has already rolled back after some errors (disk full)
+                    self._conn.execute("ROLLBACK")
+                raise
 
     def _stamp(self, conn: sqlite3.Connection) -> tuple[int, str]:
         """Next sequence number (inside the caller's transaction) and the wall-clock time."""
@@ -319,7 +323,7 @@ class Store:
 
     def last_seq(self) -> int:
         """The highest sequence number given out so far."""
-        return self._conn.execute("SELECT last_seq FROM sequence_counter").fetchone()[0]
+        return self._one("SELECT last_seq FROM sequence_counter")[0]
 
     # --- patients and sessions ---------------------------------------------------------------
 
@@ -345,19 +349,19 @@ class Store:
                     row = self._insert(conn, "patients", {"code": code, "consent_at": iso_utc(self._wall_clock())})
                     self._insert(conn, "demographics", {"patient_id": row["id"], **_demographics_row(demographics)})
             except sqlite3.IntegrityError:
-                if self._conn.execute("SELECT 1 FROM patients WHERE code = ?", (code,)).fetchone():
+                if self._one("SELECT 1 FROM patients WHERE code = ?", (code,)):
                     continue  # the random code is taken; draw another
                 raise
             return self.patient(row["id"])
         raise StoreError(f"could not draw an unused patient code in {_CODE_ATTEMPTS} attempts")
 
     def patient(self, patient_id: str) -> PatientRecord:
-        row = self._conn.execute("SELECT * FROM patients WHERE id = ?", (patient_id,)).fetchone()
+        row = self._one("SELECT * FROM patients WHERE id = ?", (patient_id,))
         if row is None:
             raise LookupError(f"no patient with id {patient_id} in the store at {self.root}")
-        demo = self._conn.execute(
+        demo = self._one(
             "SELECT * FROM demographics WHERE patient_id = ? ORDER BY seq DESC LIMIT 1", (patient_id,)
-        ).fetchone()
+        )
         return PatientRecord(
             id=row["id"], seq=row["seq"], created_at=row["created_at"], code=row["code"],
             consent_at=row["consent_at"], demographics=_demographics_from_row(demo),
@@ -366,7 +370,7 @@ class Store:
     def find_patient(self, code: str) -> PatientRecord:
         """The patient with this card code (typing slips in case, spaces and dashes forgiven)."""
         code = normalize_patient_code(code)
-        row = self._conn.execute("SELECT id FROM patients WHERE code = ?", (code,)).fetchone()
+        row = self._one("SELECT id FROM patients WHERE code = ?", (code,))
         if row is None:
             raise LookupError(f"no patient with code {code} in this store")
         return self.patient(row["id"])
@@ -378,7 +382,7 @@ class Store:
         return self.session(row["id"])
 
     def session(self, session_id: str) -> SessionRecord:
-        row = self._conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        row = self._one("SELECT * FROM sessions WHERE id = ?", (session_id,))
         if row is None:
             raise LookupError(f"no session with id {session_id} in the store at {self.root}")
         return SessionRecord(row["id"], row["seq"], row["created_at"], row["patient_id"], row["status"])
@@ -460,13 +464,13 @@ class Store:
         return writer
 
     def recording(self, recording_id: str) -> RecordingRecord:
-        row = self._conn.execute("SELECT * FROM recordings WHERE id = ?", (recording_id,)).fetchone()
+        row = self._one("SELECT * FROM recordings WHERE id = ?", (recording_id,))
         if row is None:
             raise LookupError(f"no recording with id {recording_id} in the store at {self.root}")
         return _recording_from_row(row)
 
     def recordings(self, session: SessionRecord) -> list[RecordingRecord]:
-        rows = self._conn.execute("SELECT * FROM recordings WHERE session_id = ? ORDER BY seq", (session.id,))
+        rows = self.query("SELECT * FROM recordings WHERE session_id = ? ORDER BY seq", (session.id,))
         return [_recording_from_row(r) for r in rows]
 
     def wav_path(self, recording: RecordingRecord) -> Path:
@@ -485,7 +489,7 @@ class Store:
         (header sized to the whole samples on disk) and is marked interrupted (reason 'crash') with
         its true sample count. Call at startup, before recording.
         """
-        rows = self._conn.execute("SELECT * FROM recordings WHERE status = 'recording' ORDER BY seq").fetchall()
+        rows = self.query("SELECT * FROM recordings WHERE status = 'recording' ORDER BY seq")
         for row in rows:
             if row["id"] in self._writers:
                 continue
@@ -496,7 +500,7 @@ class Store:
             with self._transaction() as conn:
                 self._update(conn, "recordings", row["id"],
                              {"status": "interrupted", "stop_reason": reason, "samples_written": n_samples})
-        sessions = self._conn.execute("SELECT id FROM sessions WHERE status = 'open' ORDER BY seq").fetchall()
+        sessions = self.query("SELECT id FROM sessions WHERE status = 'open' ORDER BY seq")
         out = []
         for (session_id,) in sessions:
             session = self.session(session_id)
@@ -514,7 +518,7 @@ class Store:
             model_id = row["id"] if row else self._insert(conn, "models", {
                 "graph_sha256": manifest.graph_sha256, "model_name": manifest.model_name, "manifest": manifest_json,
             })["id"]
-        row = self._conn.execute("SELECT * FROM models WHERE id = ?", (model_id,)).fetchone()
+        row = self._one("SELECT * FROM models WHERE id = ?", (model_id,))
         return ModelRecord(row["id"], row["seq"], row["created_at"], row["graph_sha256"], row["model_name"])
 
     def save_result(
@@ -579,16 +583,22 @@ class Store:
 
     def query(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
         """Rows of a read-only query (for the exporters)."""
-        return self._conn.execute(sql, parameters).fetchall()
+        with self._lock:
+            return self._conn.execute(sql, parameters).fetchall()
+
+    def _one(self, sql: str, parameters: tuple = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._conn.execute(sql, parameters).fetchone()
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """A read transaction: queries inside see one consistent state of the database."""
-        self._conn.execute("BEGIN")
-        try:
-            yield
-        finally:
-            self._conn.execute("COMMIT")
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._conn.execute("COMMIT")
 
 
 class RecordingWriter:

@@ -120,11 +120,12 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def connect(db_path: Path, *, read_only: bool = False, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with WAL, synchronous=FULL,
-    foreign keys and a busy timeout."""
+    foreign keys and a busy timeout. Usable from any thread; the Store serializes access."""
     if read_only:
-        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=False)
     else:
-        conn = sqlite3.connect(db_path, isolation_level=None)
+        conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     if not read_only:
