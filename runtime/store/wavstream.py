@@ -2,9 +2,9 @@
 
 Format: 16-bit PCM mono with the standard 44-byte header (what runtime.formats.wav reads and writes).
 Samples go straight to the file descriptor (no user-space buffer). Every `sync_every_s` of audio,
-or of wall time, whichever comes first, the header's RIFF and data sizes are rewritten to match the
-samples written and the file is fsynced, so a power cut loses at most that much audio and a killed
-process loses nothing (the kernel still holds what was written). After a crash the header may lag
+or of wall time (checked as chunks arrive), whichever comes first, the header's RIFF and data sizes
+are rewritten to match the samples written and the file is fsynced, so a power cut loses less than
+`sync_every_s` of audio and a killed process loses nothing (the kernel still holds what was written). After a crash the header may lag
 the data; `repair_wav` sizes it to the whole samples actually on disk.
 
 The disk filling (ENOSPC, or free space under a reserve, read through an injectable `free_bytes`)
@@ -104,15 +104,6 @@ def _with_sizes(head: bytes, n_samples: int) -> bytes:
 def _write_sizes(fd: int, n_samples: int) -> None:
     for offset, extra in _SIZE_FIELDS:
         os.pwrite(fd, struct.pack("<I", 2 * n_samples + extra), offset)
-
-
-def read_rate_hz(path: str | Path) -> int | None:
-    """Sample rate in the header of one of our WAV files, or None if the header is not ours."""
-    with open(path, "rb") as f:
-        head = f.read(HEADER_BYTES)
-    if len(head) < HEADER_BYTES or head[:4] != b"RIFF" or head[8:16] != b"WAVEfmt ":
-        return None
-    return struct.unpack("<I", head[24:28])[0]
 
 
 class WavStreamWriter:
