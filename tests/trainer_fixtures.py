@@ -87,3 +87,36 @@ def tiny_model_config(task: str = "outcome", path: str = "primary"):
     from trainer.model import ModelConfig
 
     return ModelConfig(task=task, metadata_path=path, channels=(4, 8, 8), d_model=16, metadata_hidden=8, dropout=0.1)
+
+
+def write_circor_folder(root: Path, n_patients: int = 24, seed: int = 0, sites: tuple[str, ...] = ("AV", "MV"), hidden: bool = False) -> Path:
+    """The same synthetic patients written in the CirCor layout with runtime.formats.write_circor."""
+    from runtime.formats import write_circor
+    from runtime.records import RecordingData
+
+    scratch = make_dataset(root / "_scratch", n_patients, seed, sites)
+    written = []
+    for patient in scratch.patients:
+        recordings = [RecordingData(site=r.site, audio=r.read()) for r in patient.recordings]
+        written.append((patient, recordings))
+    write_circor(root, written, hidden=hidden)
+    for path in (root / "_scratch").iterdir():
+        path.unlink()
+    (root / "_scratch").rmdir()
+    return root
+
+
+def write_physionet_folder(root: Path, databases: dict[str, int], seed: int = 0) -> Path:
+    """PhysioNet 2016 layout: root/<database>/REFERENCE.csv and WAVs, half abnormal per database."""
+    rng = np.random.default_rng(seed)
+    for db, n in databases.items():
+        folder = root / db
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i in range(n):
+            record = f"{db[-1]}{i:04d}"
+            abnormal = i % 2 == 1
+            write_wav(folder / f"{record}.wav", Audio(heart_sound(rng.uniform(6, 9), abnormal, rng), RATE_HZ))
+            rows.append(f"{record},{1 if abnormal else -1}")
+        (folder / "REFERENCE.csv").write_text("\n".join(rows) + "\n")
+    return root
