@@ -271,18 +271,21 @@ def test_results_and_events_are_validated_at_the_boundary(tmp_path):
 def test_recordings_at_one_site_get_repeat_numbers_and_gaps_are_kept(tmp_path):
     with open_store(tmp_path) as store:
         session = store.start_session(store.new_patient(CHILD, consent=True))
-        with store.start_recording(session, "TV", 4000) as first:
+        with store.start_recording(session, "TV", 4000, first_sample_index=1000) as first:
+            with pytest.raises(ValueError, match="first sample"):
+                first.note_gap(990, 5)
             first.append(np.ones(100, dtype=np.int16))
-            first.note_gap(100, 20)
+            first.note_gap(1100, 20)
             first.append(np.ones(100, dtype=np.int16))
-            first.note_gap(220, 5)
+            first.note_gap(1220, 5)
             with pytest.raises(ValueError, match="previous gap"):
-                first.note_gap(200, 5)
+                first.note_gap(1200, 5)
         second = store.start_recording(session, "TV", 4000)
         second.close()
         records = store.recordings(session)
         assert [(r.site, r.repeat, r.status) for r in records] == [("TV", 0, "complete"), ("TV", 1, "complete")]
-        assert records[0].gaps == ((100, 20), (220, 5)) and records[0].samples_written == 200
+        assert records[0].gaps == ((1100, 20), (1220, 5)) and records[0].samples_written == 200
+        assert (records[0].first_sample_index, records[1].first_sample_index) == (1000, 0)
         with pytest.raises(ValueError, match="unknown auscultation site"):
             store.start_recording(session, "XX", 4000)
         with pytest.raises(TypeError, match="int16"):

@@ -96,9 +96,11 @@ class RecordingRecord:
     repeat: int  # 0 for the first recording at a site in a session, then 1, 2, ...
     rate_hz: int
     wav_path: str  # relative to the store root
+    # The link's index (the device's stream sample_index) of the recording's first sample.
+    first_sample_index: int
     samples_written: int  # samples in the WAV as of the last sync
-    # Samples the serial link lost, as (first missing index, count), indices counting every
-    # sample the device sent; the WAV holds only the received ones, in order.
+    # Samples the serial link lost, as (first missing index, count) in the link's numbering
+    # (firmware_bridge.protocol.Gap); the WAV holds only the received samples, in order.
     gaps: tuple[tuple[int, int], ...]
     status: str  # "recording" | "complete" | "interrupted"
     stop_reason: str | None  # why an interrupted recording stopped: "crash", "disk_full", ...
@@ -398,12 +400,18 @@ class Store:
 
     # --- recordings --------------------------------------------------------------------------
 
-    def start_recording(self, session: SessionRecord, site: str, rate_hz: int) -> RecordingWriter:
+    def start_recording(
+        self, session: SessionRecord, site: str, rate_hz: int, *, first_sample_index: int = 0
+    ) -> RecordingWriter:
         """A writer for a new recording at `site`; a site already recorded in this session gets the
-        next repeat number. Refused when free space is under `min_free_bytes`."""
+        next repeat number. `first_sample_index` is the link's index of the first sample to come,
+        so that gaps noted in the link's numbering can be placed. Refused when free space is under
+        `min_free_bytes`."""
         site_index(site)
         if isinstance(rate_hz, bool) or not isinstance(rate_hz, (int, np.integer)) or not 0 < rate_hz < 2**31:
             raise ValueError(f"rate_hz must be a positive integer (samples per second), got {rate_hz!r}")
+        if first_sample_index < 0:
+            raise ValueError(f"first_sample_index must be >= 0, got {first_sample_index}")
         current = self.session(session.id)
         if current.status != "open":
             raise StoreError(f"session {current.seq} is closed; start a new session to record again")
@@ -419,7 +427,8 @@ class Store:
                 relative = f"{AUDIO_DIR}/{code}/s{current.seq:06d}/{site}_{repeat}.wav"
                 row = self._insert(conn, "recordings", {
                     "session_id": session.id, "site": site, "repeat": repeat, "rate_hz": int(rate_hz),
-                    "wav_path": relative, "samples_written": 0, "gaps": "[]", "status": "recording",
+                    "wav_path": relative, "first_sample_index": int(first_sample_index), "samples_written": 0,
+                    "gaps": "[]", "status": "recording",
                     "stop_reason": None,
                 })
                 path = self.root / relative
@@ -640,17 +649,19 @@ class RecordingWriter:
             raise
 
     def note_gap(self, first_index: int, count: int) -> None:
-        """Record that the link lost `count` samples starting at device sample index `first_index`.
+        """Record that the link lost `count` samples from its sample index `first_index` on
+        (firmware_bridge.protocol.Gap's first_missing and count).
 
-        Gaps must come in order and not overlap. Stored at once (a gap is rare and worth keeping).
+        Gaps must come in order, not overlap, and not start before the recording's first sample.
+        Stored at once (a gap is rare and worth keeping).
         """
         if self._wav.closed:
             raise StoreError("the recording is closed; gaps are noted while it is being written")
         first_index, count = int(first_index), int(count)
-        previous_end = self._gaps[-1][0] + self._gaps[-1][1] if self._gaps else 0
-        if count <= 0 or first_index < previous_end:
+        earliest = self._gaps[-1][0] + self._gaps[-1][1] if self._gaps else self.record.first_sample_index
+        if count <= 0 or first_index < earliest:
             raise ValueError(f"gap ({first_index}, {count}) must have a positive count and start at or after "
-                             f"the end of the previous gap (sample {previous_end})")
+                             f"sample {earliest} (the end of the previous gap, or the recording's first sample)")
         self._gaps.append((first_index, count))
         try:
             self._save({"gaps": json.dumps(self._gaps)})
@@ -722,6 +733,7 @@ def _recording_from_row(row: sqlite3.Row) -> RecordingRecord:
     return RecordingRecord(
         id=row["id"], seq=row["seq"], created_at=row["created_at"], session_id=row["session_id"], site=row["site"],
         repeat=row["repeat"], rate_hz=row["rate_hz"], wav_path=row["wav_path"],
+        first_sample_index=row["first_sample_index"],
         samples_written=row["samples_written"], gaps=tuple(tuple(g) for g in json.loads(row["gaps"])),
         status=row["status"], stop_reason=row["stop_reason"],
     )

@@ -31,8 +31,8 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "sessions": (*COMMON_COLUMNS, "patient_id", "status"),
     "models": (*COMMON_COLUMNS, "graph_sha256", "model_name", "manifest"),
     "recordings": (
-        *COMMON_COLUMNS, "session_id", "site", "repeat", "rate_hz", "wav_path", "samples_written", "gaps",
-        "status", "stop_reason",
+        *COMMON_COLUMNS, "session_id", "site", "repeat", "rate_hz", "wav_path", "first_sample_index",
+        "samples_written", "gaps", "status", "stop_reason",
     ),
     "results": (
         *COMMON_COLUMNS, "session_id", "model_id", "decision", "probability", "operating_point", "threshold",
@@ -88,6 +88,7 @@ CREATE TABLE recordings ({_COMMON_SQL},
     repeat INTEGER NOT NULL CHECK (repeat >= 0),
     rate_hz INTEGER NOT NULL CHECK (rate_hz > 0),
     wav_path TEXT NOT NULL UNIQUE,
+    first_sample_index INTEGER NOT NULL CHECK (first_sample_index >= 0),
     samples_written INTEGER NOT NULL CHECK (samples_written >= 0),
     gaps TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN {_in(RECORDING_STATUSES)}),
