@@ -234,6 +234,7 @@ class Store:
         except BlockingIOError:
             os.close(lock_fd)
             raise StoreBusyError(f"another process is writing to the store at {root}; close it first") from None
+        conn = None
         try:
             created = not db_path.exists()
             conn = connect(db_path)
@@ -242,6 +243,8 @@ class Store:
             if created:
                 fsync_dir(root)
         except BaseException:
+            if conn is not None:
+                conn.close()
             os.close(lock_fd)
             raise
         return cls(root, conn, lock_fd, **options)
