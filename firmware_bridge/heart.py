@@ -519,7 +519,8 @@ class _Engine:
             x = x + 0.3 * _shaped_noise(local, n, rate, lambda f: _band(f, centre, 0.3 * centre))
         else:
             width = 0.7 if murmur.quality == "Harsh" else 0.35
-            x = _shaped_noise(local, n, rate, lambda f: _band(f, centre, width * centre) * _lowpass(f, self.profile.lowpass_hz))
+            cutoff_hz = self.profile.lowpass_hz
+            x = _shaped_noise(local, n, rate, lambda f: _band(f, centre, width * centre) * _lowpass(f, cutoff_hz))
             if murmur.quality == "Harsh":  # rough: irregular amplitude flutter
                 x *= 1.0 + 0.5 * np.sin(2 * np.pi * local.uniform(25, 45) * np.arange(n) / rate)
         x /= max(float(np.sqrt(np.mean(x**2))), 1e-12)

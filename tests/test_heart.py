@@ -98,7 +98,8 @@ def test_heart_sounds_sit_where_the_segmentation_puts_them():
 
 def test_s2_split_widens_on_inspiration_only_when_the_profile_says_so():
     def s2_length_range(inspiration_ms):
-        profile = HeartProfile(heart_rate_bpm=70.0, rr_jitter_fraction=0.0, rsa_fraction=0.0, s2_split_inspiration_ms=inspiration_ms)
+        profile = HeartProfile(heart_rate_bpm=70.0, rr_jitter_fraction=0.0, rsa_fraction=0.0,
+                               s2_split_inspiration_ms=inspiration_ms)
         _, segments = synthesize(profile, "PV", 20.0, RATE_HZ, np.random.default_rng(1))
         lengths = [s.end_s - s.start_s for s in segments[1:-1] if s.state == 3]
         return max(lengths) - min(lengths)
@@ -143,7 +144,8 @@ def _murmur_energy(murmur: Murmur, site: str, *, most_audible="MV", listed=("MV"
 
 
 def test_a_higher_grade_means_a_louder_murmur():
-    energies = [_murmur_energy(Murmur("Holosystolic", "Plateau", "Medium", grade, "Harsh"), "MV") for grade in heart.SYSTOLIC_GRADES]
+    murmurs = [Murmur("Holosystolic", "Plateau", "Medium", grade, "Harsh") for grade in heart.SYSTOLIC_GRADES]
+    energies = [_murmur_energy(murmur, "MV") for murmur in murmurs]
     assert energies[0] > 0
     assert energies[0] < 0.6 * energies[1] and energies[1] < 0.6 * energies[2]
 

@@ -59,12 +59,14 @@ def test_the_tree_loads_and_matches_the_summary(cli_tree, same_seed_in_process):
     recordings = [r for p in dataset.patients for r in p.recordings]
     assert len(recordings) == summary["recordings"]
     assert Counter(r.site for r in recordings) == Counter({k: v for k, v in summary["sites"].items() if v})
-    assert sum(1 for p in dataset.patients if not set(GUIDED_SITES) <= set(p.sites)) == summary["patients_missing_a_guided_site"] > 0
+    missing = sum(1 for p in dataset.patients if not set(GUIDED_SITES) <= set(p.sites))
+    assert missing == summary["patients_missing_a_guided_site"] > 0
     assert sum(r.repeat > 0 for r in recordings) == summary["repeat_recordings"] > 0
     for patient in dataset.patients:
         truth = summary["truth"][patient.patient_id]
         assert patient.outcome == truth["outcome"] and patient.murmur == truth["murmur"]
-        assert sorted(f"{r.site}_{r.repeat}" if r.repeat else r.site for r in patient.recordings) == sorted(truth["sites"])
+        names = [f"{r.site}_{r.repeat}" if r.repeat else r.site for r in patient.recordings]
+        assert sorted(names) == sorted(truth["sites"])
         assert patient.group in ("CC2014", "CC2015")
         audio = patient.recordings[0].read()
         assert audio.rate_hz == 4000 and 3.0 <= audio.duration_s <= 5.0
@@ -185,9 +187,13 @@ def test_diastolic_and_loud_murmurs_are_abnormal_at_every_age(age_group):
     diastolic = Murmur("Early-diastolic", "Decrescendo", "High", "I/IV", "Blowing")
     loud = Murmur("Early-systolic", "Decrescendo", "Medium", "III/VI", "Blowing")
     harsh_holosystolic = Murmur("Holosystolic", "Plateau", "Medium", "I/VI", "Harsh")
-    for findings in (_findings(age_group, heart_rate, diastolic=diastolic), _findings(age_group, heart_rate, systolic=loud),
-                     _findings(age_group, heart_rate, systolic=harsh_holosystolic)):
+    for findings in (
+        _findings(age_group, heart_rate, diastolic=diastolic),
+        _findings(age_group, heart_rate, systolic=loud),
+        _findings(age_group, heart_rate, systolic=harsh_holosystolic),
+    ):
         assert outcome_rule(findings)[0] == "Abnormal"
+    assert outcome_rule(_findings(age_group, heart_rate))[0] == "Normal"
 
 
 def test_an_underweight_infant_is_abnormal_and_an_underweight_child_is_not():

@@ -1,7 +1,7 @@
 """pcg-synth: synthetic patients written in the exact CirCor layout, from firmware_bridge.heart.
 
 Each patient gets demographics drawn plausibly for an age group, a heart (rate, S1/S2 timing, maybe
-S3/S4, maybe murmurs) and 1-6 recordings (4 kHz, 16-bit, the true segmentation as .tsv): the four
+S3/S4, maybe murmurs) and 1-7 recordings (4 kHz, 16-bit, the true segmentation as .tsv): the four
 guided sites minus some missing ones, sometimes a Phc recording or a repeat `_1` at one site.
 
 Murmur label (what a listener can tell from the recordings):
@@ -24,7 +24,7 @@ Abnormal when ANY of these holds, else Normal.
      in a pregnant young woman only);
   6. an S4 gallop, at every age;
   7. a Neonate or Infant weighing less than 80 % of the expected weight for their height.
-Then LABEL_NOISE_RATE (3 %) of outcomes are flipped, as a stand-in for clinical label noise.
+Then 3 % of outcomes (LABEL_NOISE_RATE) are flipped at random, a stand-in for clinical label noise.
 Sex, campaign and a physiological S3 never change the outcome. The true age group decides; as in
 CirCor, pregnant patients' age is written `nan` (and a few others' too).
 
@@ -60,7 +60,7 @@ _AGE_YEARS = {"Neonate": (0.0, 27 / 365), "Infant": (28 / 365, 1.0), "Child": (1
 _PREGNANT_SHARE = {"Adolescent": 0.15, "Young adult": 0.5}  # of female patients
 _MURMUR_SHARE = {"Present": 0.19, "Unknown": 0.07, "Absent": 0.74}
 _HIDDEN_MURMUR_IN_UNKNOWN = 0.3
-_ABNORMAL_HEART_RATE_SHARE = 0.25
+_ABNORMAL_HEART_RATE_SHARE = 0.27
 _S4_SHARE, _S3_SHARE = 0.1, 0.12
 _UNDERWEIGHT_SHARE = 0.2  # of neonates and infants: failure to thrive
 _UNDERWEIGHT_RATIO = 0.8
@@ -254,10 +254,9 @@ def _make_patient(pid: str, rng: np.random.Generator, sites_missing_rate: float,
         recording_profile = replace(heart.with_random_conditions(profile, rng), unusable=unusable.get((site, repeat)))
         duration = rng.uniform(*duration_s)
         samples, intervals = heart.synthesize(recording_profile, site, duration, RATE_HZ, rng)
-        segments = tuple(
-            Segment(round(start * RATE_HZ) / RATE_HZ, round(end * RATE_HZ) / RATE_HZ, state)
-            for start, end, state in intervals
-        )
+        # Boundaries on whole samples; an edge interval shorter than half a sample vanishes.
+        on_samples = [(round(start * RATE_HZ), round(end * RATE_HZ), state) for start, end, state in intervals]
+        segments = tuple(Segment(a / RATE_HZ, b / RATE_HZ, state) for a, b, state in on_samples if b > a)
         recordings.append(RecordingData(site, Audio(heart.to_pcm16(samples), RATE_HZ), repeat, segments))
 
     # Labels.
