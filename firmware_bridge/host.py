@@ -59,6 +59,7 @@ class DeviceSession:
         self.info: p.DeviceInfo | None = None
         self._encoder = p.Encoder()
         self._serial = None
+        self._backlog: list[p.Event] = []  # what arrived right after DEVICE_INFO in connect()
 
     # -- port ----------------------------------------------------------------------------------
 
@@ -113,7 +114,8 @@ class DeviceSession:
         deadline = time.monotonic() + self.timeout_s
         resend_at = time.monotonic() + self.timeout_s / 2
         while time.monotonic() < deadline:
-            for event in self._read_raw():
+            events = self._read_raw()
+            for k, event in enumerate(events):
                 if isinstance(event, p.UnsupportedVersion):
                     raise ProtocolVersionError(
                         f"the stethoscope on {self.port} speaks protocol {event.major}.{event.minor}; this host "
@@ -122,6 +124,7 @@ class DeviceSession:
                 if isinstance(event, p.DeviceInfo):
                     self._check(event)
                     self.info = event
+                    self._backlog = events[k + 1 :]
                     return event
             if resend_at and time.monotonic() >= resend_at:
                 self.send(p.Start())
@@ -148,6 +151,9 @@ class DeviceSession:
 
     def read(self) -> list[p.Event]:
         """Events from what arrived within the read timeout (maybe none). Raises Disconnected."""
+        if self._backlog:
+            events, self._backlog = self._backlog, []
+            return events
         return self._read_raw()
 
     def reconnect(self, timeout_s: float = 5.0) -> None:
