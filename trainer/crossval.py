@@ -10,11 +10,9 @@ auto-detected by runtime.formats), writing metrics.json, report.md, plots and on
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +94,26 @@ def load_labelled(data: Path, task: str, cache_dir: Path | None, frontend: Front
     return examples, report, dataset.format
 
 
+def train_and_report(examples: list[Example], folds: list[Fold], model_config, train_config, out_dir: Path, resume: bool,
+                     data_report: DataReport, settings: dict, title: str, started: float) -> dict:
+    """Cross-validate one model and write its metrics.json, report.md and plots; returns the summary."""
+    from trainer.model import ScreeningModel, parameter_count
+
+    outcomes = run_cross_validation(examples, folds, model_config, train_config, out_dir, resume=resume)
+    summary = summarize(outcomes, {e.patient_id: e.group for e in examples})
+    settings = {
+        "command": " ".join(sys.argv), **settings,
+        "model": model_config.to_dict(), "train": train_config.to_dict(),
+        "parameters": parameter_count(ScreeningModel(model_config)),
+        "metadata": metadata_note(examples),
+        "seconds_total": time.perf_counter() - started,
+        "seconds_training": sum(o.seconds for o in outcomes),
+        "peak_memory_mb": peak_memory_mb(),
+    }
+    write_report(out_dir, title, outcomes, summary, settings, data_report.to_dict())
+    return summary
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcg-train", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="labelled CirCor or PhysioNet 2016 folder")
@@ -157,20 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pcg-train: {len(examples)} patients ({data_format}), {len(folds)} folds, "
           f"{len(data_report.problems)} input problem(s) reported", file=sys.stderr)
     model_config, train_config = configs_from_args(args, frontend)
-    outcomes = run_cross_validation(examples, folds, model_config, train_config, args.out, resume=args.resume)
-    group_of = {e.patient_id: e.group for e in examples}
-    summary = summarize(outcomes, group_of)
-    from trainer.model import ScreeningModel, parameter_count
-
-    settings = {
-        "command": " ".join(sys.argv),
-        "data": str(args.data), "format": data_format, "folds": args.folds,
-        "model": model_config.to_dict(), "train": train_config.to_dict(),
-        "parameters": parameter_count(ScreeningModel(model_config)),
-        "frontend": frontend.to_dict(), "metadata": metadata_note(examples),
-        "seconds_total": time.perf_counter() - started, "peak_memory_mb": peak_memory_mb(),
-    }
-    write_report(args.out, f"pcg-train {args.task} / {args.model} / folds {args.folds} on {args.data.name}", outcomes, summary, settings, data_report.to_dict())
+    summary = train_and_report(examples, folds, model_config, train_config, args.out, args.resume, data_report,
+                               {"data": str(args.data), "format": data_format, "folds": args.folds, "frontend": frontend.to_dict()},
+                               f"pcg-train {args.task} / {args.model} / folds {args.folds} on {args.data.name}", started)
     pooled = summary["pooled"]
     print(f"pcg-train: pooled AUROC {pooled['auroc']:.3f} {tuple(round(v, 3) for v in pooled['auroc_ci'])}, "
           f"cost {pooled['cost_optimal']['cost']:.1f}, MAcc {pooled['cost_optimal']['macc']:.3f}; report in {args.out / 'report.md'}")

@@ -1,0 +1,102 @@
+"""The whole inference procedure as one exportable graph: crop averaging, fold ensemble, calibration.
+
+    inputs   x [B, K, 5, F, clip_frames]  K crops per patient, made by trainer.crops.evaluation_crops
+                                          (the window rule is in trainer/crops.py and goes into the manifest)
+             site_mask [B, 5], metadata [B, METADATA_DIM]
+    per fold model i (its own checkpoint):
+             z_i = mean over the K crops of the outcome logit     (murmur task: logit of the mean over
+                                                                   crops of P(Present) + P(Unknown))
+             c_i = a_i * z_i + b_i                                 (Platt, fitted on fold i's validation part)
+    outputs  outcome_logit = mean_i c_i, outcome_probability = sigmoid(outcome_logit),
+             site_weights = mean over folds and crops, murmur_probabilities = mean over folds and crops
+
+Ensemble operating points: each fold's threshold mapped to logit space and averaged
+(`ensemble_thresholds`); each was chosen on its own fold's validation data only.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainer.model import ModelConfig, ScreeningModel
+
+
+class EnsembleGraph(nn.Module):
+    def __init__(self, models: list[ScreeningModel], platt: list[tuple[float, float]]):
+        super().__init__()
+        if not models or len(models) != len(platt):
+            raise ValueError("an ensemble needs at least one model and one (a, b) Platt pair per model")
+        self.models = nn.ModuleList(m.eval() for m in models)
+        self.register_buffer("platt_a", torch.tensor([a for a, _ in platt], dtype=torch.float32))
+        self.register_buffer("platt_b", torch.tensor([b for _, b in platt], dtype=torch.float32))
+        self.task = models[0].config.task
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.models[0].config.output_names
+
+    def forward(self, x: torch.Tensor, site_mask: torch.Tensor, metadata: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        b, k, s, f, t = x.shape
+        flat_x = x.reshape(b * k, s, f, t)
+        flat_mask = site_mask.unsqueeze(1).expand(b, k, s).reshape(b * k, s)
+        flat_meta = metadata.unsqueeze(1).expand(b, k, metadata.shape[1]).reshape(b * k, -1)
+        calibrated, weights, murmurs = [], [], []
+        for i, model in enumerate(self.models):  # a fixed number of models: unrolled in the graph
+            outputs = model(flat_x, flat_mask, flat_meta)
+            weights.append(outputs[2].reshape(b, k, s).mean(dim=1))
+            if self.task == "murmur":
+                murmur = outputs[3].reshape(b, k, 3).mean(dim=1)
+                murmurs.append(murmur)
+                refer = (murmur[:, 0] + murmur[:, 1]).clamp(1e-6, 1.0 - 1e-6)
+                logit = torch.log(refer) - torch.log1p(-refer)
+            else:
+                logit = outputs[1].reshape(b, k).mean(dim=1)
+            calibrated.append(self.platt_a[i] * logit + self.platt_b[i])
+        outcome_logit = torch.stack(calibrated, dim=0).mean(dim=0)
+        result = (torch.sigmoid(outcome_logit), outcome_logit, torch.stack(weights, dim=0).mean(dim=0))
+        if self.task == "murmur":
+            result = result + (torch.stack(murmurs, dim=0).mean(dim=0),)
+        return result
+
+
+def load_checkpoint(path: Path) -> tuple[ScreeningModel, dict]:
+    """A fold's model.pt -> (model in eval mode, the checkpoint dict)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    model = ScreeningModel(ModelConfig(**checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), checkpoint
+
+
+def load_ensemble(run_dir: Path) -> tuple[EnsembleGraph, list[dict]]:
+    """Every <run_dir>/*/model.pt (a pcg-train run) as one EnsembleGraph."""
+    paths = sorted(Path(run_dir).glob("*/model.pt"))
+    if not paths:
+        raise FileNotFoundError(f"{run_dir}: no */model.pt checkpoints (is this a pcg-train --out folder?)")
+    loaded = [load_checkpoint(p) for p in paths]
+    graph = EnsembleGraph([m for m, _ in loaded], [(c["platt"]["a"], c["platt"]["b"]) for _, c in loaded])
+    return graph.eval(), [c for _, c in loaded]
+
+
+def ensemble_thresholds(checkpoints: list[dict]) -> dict[str, float]:
+    """Each named operating point: the folds' thresholds averaged in logit space."""
+    def logit(p: float) -> float:
+        p = min(max(p, 1e-6), 1 - 1e-6)
+        return math.log(p / (1 - p))
+
+    names = checkpoints[0]["thresholds"]
+    return {n: 1.0 / (1.0 + math.exp(-sum(logit(c["thresholds"][n]) for c in checkpoints) / len(checkpoints))) for n in names}
+
+
+def export_onnx(graph: EnsembleGraph, example_inputs: tuple[torch.Tensor, ...]) -> bytes:
+    """Serialized ONNX (opset 17, dynamic batch) of the ensemble graph; the manifest is export/'s job."""
+    buffer = io.BytesIO()
+    names = ("x", "site_mask", "metadata")
+    torch.onnx.export(graph, example_inputs, buffer, dynamo=False, opset_version=17, input_names=list(names),
+                      output_names=list(graph.output_names),
+                      dynamic_axes={n: {0: "batch"} for n in (*names, *graph.output_names)})
+    return buffer.getvalue()
