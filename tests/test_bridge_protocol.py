@@ -188,15 +188,22 @@ corruption = st.tuples(
 def test_corruption_never_delivers_bad_samples_and_every_loss_is_a_gap(chunk_sizes, seed, corruptions, cuts):
     signal, frames, starts, stream, owner = _build_stream(chunk_sizes, seed)
     delimiters = {i for i, b in enumerate(stream) if b == 0}
+    first_byte = np.cumsum([0] + [len(f) for f in frames])
     damaged: set[int] = set()
     touched: set[int] = set()  # original positions already flipped or deleted
+    inserted: set[int] = set()  # one insertion per position keeps the bookkeeping exact
     edits = []  # (position, kind, argument)
     for kind, where, bit, garbage in corruptions:
         pos = int(where * len(stream))
         k = int(owner[pos])
         if kind == "insert":
+            if pos in inserted:
+                continue
+            inserted.add(pos)
             edits.append((pos, "insert", garbage))
-            damaged.add(k)
+            # Only garbage that ends in a delimiter, right after the previous frame, spares frame k.
+            if not (pos == first_byte[k] and garbage.endswith(b"\x00")):
+                damaged.add(k)
             continue
         end = min(d for d in delimiters if d >= pos) if kind == "truncate" else pos + 1
         if end == pos or touched.intersection(range(pos, end)):
