@@ -9,6 +9,7 @@ Throughput is given as a multiple of one 4 kHz stream's wire byte rate (64-sampl
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
@@ -119,7 +120,7 @@ def faults(seconds: float = 60.0) -> dict:
 def main() -> None:
     results = {
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
-                    "numpy": np.__version__},
+                    "numpy": np.__version__, "load_average_1min": round(os.getloadavg()[0], 2)},
         "throughput": throughput(),
         "faults_60s": faults(),
     }

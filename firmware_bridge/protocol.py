@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 from binascii import crc_hqx
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -302,8 +302,14 @@ class Encoder:
         return frame
 
     def audio(self, first_index: int, samples: np.ndarray) -> bytes:
-        """Encode an audio chunk without building an AudioChunk (the emulator's hot path)."""
-        return self.encode(AudioChunk(first_index, samples))
+        """Encode int16 `samples` (shape [1..256]) as the chunk starting at stream index
+        `first_index`, without building an AudioChunk (the emulator's hot path)."""
+        if samples.dtype != np.int16 or not 1 <= len(samples) <= MAX_SAMPLES_PER_CHUNK:
+            return self.encode(AudioChunk(first_index, samples))  # raises with the reason
+        frame = encode_frame(AUDIO, samples.astype("<i2", copy=False).tobytes(), self.seq, first_index,
+                             len(samples), self.version)
+        self.seq = (self.seq + 1) & 0xFFFF
+        return frame
 
 
 def encode(message: Message, seq: int = 0) -> bytes:

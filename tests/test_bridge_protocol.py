@@ -9,15 +9,18 @@ from hypothesis import strategies as st
 
 from firmware_bridge import protocol as p
 
-cobs_ref = pytest.importorskip("cobs.cobs", reason="the `cobs` package (dev extra) is the COBS reference")
-
-
 def test_crc_is_ccitt_false_check_value():
     assert p.crc16(b"123456789") == 0x29B1
 
 
-@given(st.binary(max_size=1200))
-def test_cobs_matches_reference_and_round_trips(data):
+@pytest.fixture(scope="module")
+def cobs_ref():
+    return pytest.importorskip("cobs.cobs", reason="the `cobs` package (dev extra) is the COBS reference")
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=1200))
+def test_cobs_matches_reference_and_round_trips(cobs_ref, data):
     encoded = p.cobs_encode(data)
     assert encoded == cobs_ref.encode(data)
     assert b"\x00" not in encoded
