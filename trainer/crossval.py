@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms (same seed, same result)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (at most 2 on a shared machine)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, at most 2 (1 is fastest on a busy 2-core machine: the LSTM's small steps stall on thread barriers)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p

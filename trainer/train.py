@@ -53,7 +53,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     device: str = "cpu"
-    threads: int = 2
+    threads: int = 1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     progress: bool = True
 
