@@ -113,7 +113,7 @@ def test_short_recordings_are_tiled_never_zero_padded():
 def test_augmentation_changes_the_crop_but_keeps_its_shape_and_finiteness():
     rng = np.random.default_rng(0)
     x = np.random.default_rng(1).normal(-10, 2, (48, 120)).astype(np.float32)
-    y = augment_crop(x, rng, AugmentConfig(noise_probability=1.0, band_limit_probability=1.0))
+    y = augment_crop(x, rng, AugmentConfig(noise_probability=1.0, band_limit_probability=1.0, high_pass_probability=1.0))
     assert y.shape == x.shape and y.dtype == np.float32 and np.all(np.isfinite(y))
     assert not np.allclose(x, y)
 

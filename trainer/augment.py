@@ -21,13 +21,17 @@ class AugmentConfig:
     tilt_db: float = 6.0  # +- across the band, linear in frequency
     response_db: float = 4.0  # smooth random frequency response (3 cosine terms), amplitude
     band_limit_probability: float = 0.3  # low-pass at a random cut-off between 40% and 90% of the band
+    high_pass_probability: float = 0.0  # high-pass below a random cut-off up to 25% of the band
     noise_probability: float = 0.5
     snr_db: tuple[float, float] = (5.0, 30.0)
     shift_fraction: float = 0.5  # circular shift of up to this fraction of the crop
     site_dropout: float = 0.2  # per site, never dropping the last one
 
 
-NO_AUGMENTATION = AugmentConfig(0.0, 0.0, 0.0, 0.0, 0.0, (30.0, 30.0), 0.0, 0.0)
+NO_AUGMENTATION = AugmentConfig(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, (30.0, 30.0), 0.0, 0.0)
+#: For models judged on stethoscopes they never heard: more band-limiting both ends, more noise.
+STRONG_AUGMENTATION = AugmentConfig(band_limit_probability=0.6, high_pass_probability=0.5, noise_probability=0.8, snr_db=(0.0, 25.0))
+AUGMENTATIONS = {"none": NO_AUGMENTATION, "default": AugmentConfig(), "strong": STRONG_AUGMENTATION}
 
 _DB_TO_LN = np.log(10.0) / 10.0  # power dB -> natural-log power
 
@@ -45,6 +49,10 @@ def augment_crop(x: np.ndarray, rng: np.random.Generator, config: AugmentConfig)
         cutoff = int(rng.uniform(0.4, 0.9) * n_freq)
         rolloff_db = 3.0 * np.arange(n_freq - cutoff, dtype=np.float32)  # 3 dB per bin above the cut-off
         y[cutoff:] -= rolloff_db[:, None] * _DB_TO_LN
+    if rng.random() < config.high_pass_probability:
+        cutoff = int(rng.uniform(0.05, 0.25) * n_freq)
+        rolloff_db = 3.0 * np.arange(cutoff, 0, -1, dtype=np.float32)  # 3 dB per bin below the cut-off
+        y[:cutoff] -= rolloff_db[:, None] * _DB_TO_LN
     if rng.random() < config.noise_probability:
         noise_power = np.exp(y).mean() * 10.0 ** (-rng.uniform(*config.snr_db) / 10.0)
         y = np.log(np.exp(y) + noise_power * rng.exponential(1.0, y.shape)).astype(np.float32)

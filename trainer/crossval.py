@@ -19,7 +19,7 @@ import numpy as np
 
 from runtime.dsp.config import FrontEndConfig
 from runtime.metadata import METADATA_DIM, METADATA_FEATURES
-from trainer.augment import NO_AUGMENTATION, AugmentConfig
+from trainer.augment import AUGMENTATIONS
 from trainer.examples import DataError, DataReport, Example, FeatureCache, load_examples
 from trainer.folds import Fold, k_fold, leave_one_group_out
 from trainer.report import write_report
@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-step", type=int, default=20, help="multiply the learning rate by 0.5 every this many epochs")
     p.add_argument("--eval-crops", type=int, default=5)
     p.add_argument("--balance", choices=("group_class", "class", "none"), default="group_class")
-    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--augment", choices=tuple(AUGMENTATIONS), default="default",
+                   help="training augmentation preset (strong: more band-limiting and noise, for unseen stethoscopes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms (same seed, same result)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
@@ -154,7 +155,7 @@ def configs_from_args(args: argparse.Namespace, frontend: FrontEndConfig):
         task=args.task, epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, learning_rate=args.lr,
         lr_step=args.lr_step, clip_frames=frontend.clip_frames, eval_crops=args.eval_crops, balance=args.balance,
         seed=args.seed, deterministic=args.deterministic, device=device, threads=min(args.threads, 2),
-        augment=NO_AUGMENTATION if args.no_augment else AugmentConfig(), progress=not args.quiet,
+        augment=AUGMENTATIONS[args.augment], progress=not args.quiet,
     )
     return model_config, train_config
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from runtime.metadata import MetadataStats, encode_batch
 from trainer import metrics
-from trainer.augment import NO_AUGMENTATION, AugmentConfig, augment_crop, drop_sites
+from trainer.augment import AugmentConfig, augment_crop, drop_sites
 from trainer.crops import crop, evaluation_crops
 from trainer.examples import Example
 from trainer.folds import Fold
