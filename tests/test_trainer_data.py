@@ -125,3 +125,16 @@ def test_site_dropout_keeps_at_least_one_site():
         dropped = drop_sites(mask, rng, 0.9)
         assert 1 <= dropped.sum() <= 3 and np.all(dropped <= mask)
     assert np.array_equal(drop_sites(np.array([0, 0, 0, 0, 1], np.float32), rng, 0.9), [0, 0, 0, 0, 1])
+
+
+def test_crops_from_a_runtime_patient_tensor_leave_its_padding_out(tiny_dataset):
+    from runtime.dsp import assemble_patient, compute_features
+    from trainer.crops import patient_tensor_crops
+
+    config = FrontEndConfig()
+    patient = tiny_dataset.patients[0]
+    site_features = {r.site: compute_features(r.read(), config) for r in patient.recordings}
+    tensor = assemble_patient([(site, 0, f) for site, f in site_features.items()], config)
+    x, mask = patient_tensor_crops(tensor.x, tensor.site_mask, tensor.time_mask, config.clip_frames, 3)
+    expected, expected_mask = evaluation_crops([site_features.get(s) for s in ("AV", "PV", "TV", "MV", "Phc")], config.clip_frames, 3, config.n_freq)
+    assert np.array_equal(mask, expected_mask) and np.array_equal(x, expected)

@@ -14,7 +14,7 @@ from trainer.crops import evaluation_crops  # noqa: E402
 from trainer.crossval import load_labelled  # noqa: E402
 from trainer.crossval import main as pcg_train  # noqa: E402
 from trainer.inference import ensemble_thresholds, export_onnx, load_checkpoint, load_ensemble  # noqa: E402
-from trainer.results import FoldOutcome  # noqa: E402
+from trainer.summary import FoldOutcome  # noqa: E402
 
 CROPS = 2
 

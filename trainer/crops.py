@@ -60,3 +60,11 @@ def evaluation_crops(site_features: list[np.ndarray | None], clip_frames: int, n
         for k, start in enumerate(window_starts(features.shape[1], clip_frames, n_crops)):
             x[k, s] = crop(features, int(start), clip_frames)
     return x, mask
+
+
+def patient_tensor_crops(x: np.ndarray, site_mask: np.ndarray, time_mask: np.ndarray, clip_frames: int, n_crops: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same inference input from a runtime.dsp PatientTensor (x [S, F, T], site_mask [S],
+    time_mask [S, T]): each present site's real frames (time_mask) are cropped as above, so the
+    padding assemble_patient adds never enters a crop. Returns (x [n_crops, S, F, clip], mask [S])."""
+    sites = [x[s][:, np.asarray(time_mask[s], dtype=bool)] if site_mask[s] else None for s in range(x.shape[0])]
+    return evaluation_crops(sites, clip_frames, n_crops, x.shape[1])

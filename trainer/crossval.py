@@ -23,7 +23,7 @@ from trainer.augment import AUGMENTATIONS
 from trainer.examples import DataError, DataReport, Example, FeatureCache, load_examples
 from trainer.folds import Fold, k_fold, leave_one_group_out
 from trainer.report import write_report
-from trainer.results import FoldOutcome, summarize
+from trainer.summary import FoldOutcome, summarize
 
 
 def make_folds(examples: list[Example], task: str, scheme: str, seed: int) -> list[Fold]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer import metrics
-from trainer.results import OPERATING_POINTS, FoldOutcome
+from trainer.summary import OPERATING_POINTS, FoldOutcome
 
 
 def _plt():

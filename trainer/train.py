@@ -31,7 +31,7 @@ from trainer.examples import Example
 from trainer.folds import Fold
 from trainer.model import ModelConfig, ScreeningModel
 from trainer.murmur_head import multi_head_murmur_loss
-from trainer.results import FoldOutcome
+from trainer.summary import FoldOutcome
 
 CHECKPOINT_SCHEMA = "pcg-screen/trainer-checkpoint/1"
 
