@@ -228,7 +228,7 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, n_iter: int = 100) -> tupl
     target = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
     a, b = 1.0, 0.0
     for _ in range(n_iter):
-        p = 1.0 / (1.0 + np.exp(-(a * z + b)))
+        p = apply_platt(z, a, b)
         w = np.maximum(p * (1 - p), 1e-12)
         g = np.array([np.sum((p - target) * z), np.sum(p - target)])
         h = np.array([[np.sum(w * z * z) + 1e-9, np.sum(w * z)], [np.sum(w * z), np.sum(w) + 1e-9]])
@@ -240,7 +240,7 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, n_iter: int = 100) -> tupl
 
 
 def apply_platt(logits: np.ndarray, a: float, b: float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-(a * np.asarray(logits, dtype=np.float64) + b)))
+    return 0.5 * (1.0 + np.tanh(0.5 * (a * np.asarray(logits, dtype=np.float64) + b)))  # sigmoid without overflow
 
 
 def calibration_bins(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dict[str, list[float] | float]:
