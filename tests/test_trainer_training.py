@@ -46,8 +46,9 @@ def test_training_is_reproducible_and_resumes_exactly_where_it_stopped(tiny_exam
     straight = fit_fold(tiny_examples, fold, tiny_model_config(), fast_train_config(epochs=3, deterministic=True), tmp_path / "straight")
     again = fit_fold(tiny_examples, fold, tiny_model_config(), fast_train_config(epochs=3, deterministic=True), tmp_path / "again")
     assert np.array_equal(straight.test_logits, again.test_logits)
-    fit_fold(tiny_examples, fold, tiny_model_config(), fast_train_config(epochs=2, deterministic=True), tmp_path / "resumed")
+    stopped = fit_fold(tiny_examples, fold, tiny_model_config(), fast_train_config(epochs=2, deterministic=True), tmp_path / "resumed")
     resumed = fit_fold(tiny_examples, fold, tiny_model_config(), fast_train_config(epochs=3, deterministic=True), tmp_path / "resumed", resume=True)
+    assert resumed.history[:2] == stopped.history  # epochs 1-2 come from the checkpoint, not retrained
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
     np.testing.assert_allclose(resumed.test_logits, straight.test_logits, atol=1e-6)
 

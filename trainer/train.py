@@ -8,6 +8,10 @@ augmented crop per site per patient. Adam, the learning rate multiplied by `lr_g
 `lr_step` epochs, early stopping on the validation part's AUROC (outcome) or macro AUROC (murmur).
 The best epoch's weights are kept; Platt scaling and the operating points (challenge-cost optimum,
 sensitivity >= 0.95) are fitted on the validation part and stored in the checkpoint.
+
+Files in the fold folder: last.pt (model, optimizer, scheduler, RNG states, history, best weights:
+written after every epoch; `resume=True` continues from it, also to train further with a larger
+`epochs`) and model.pt (best weights, model config, metadata statistics, Platt, thresholds).
 """
 
 from __future__ import annotations
@@ -244,7 +248,6 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
         },
         fold_dir / "model.pt",
     )
-    last_path.unlink(missing_ok=True)
     murmur_labels = None if task == "outcome" else labels[fold.test]
     outcome = FoldOutcome(
         name=fold.name,
