@@ -140,3 +140,13 @@ def test_murmur_metrics_uar_and_macro_auroc():
 def test_metrics_module_imports_without_torch():
     code = "import sys, trainer.metrics, trainer.evaluate, trainer.report, trainer.summary; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_platt_scaling_stays_finite_on_separable_or_constant_validation_scores():
+    separable = metrics.fit_platt(np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]), np.array([0, 0, 0, 1, 1, 1]))
+    constant = metrics.fit_platt(np.full(20, 0.7), np.array([0, 1] * 10))
+    for a, b in (separable, constant):
+        assert np.isfinite(a) and np.isfinite(b) and abs(a) < 50 and abs(b) < 50
+    calibrated = metrics.apply_platt(np.array([-3.0, 3.0]), *separable)
+    assert 0.0 < calibrated[0] < 0.5 < calibrated[1] < 1.0  # still ordered, never saturated to 0 or 1
+    assert metrics.apply_platt(np.array([0.7]), *constant)[0] == pytest.approx(0.5, abs=0.05)

@@ -73,7 +73,7 @@ def run_cross_validation(examples: list[Example], folds: list[Fold], model_confi
 def _auroc(outcome: FoldOutcome) -> float:
     from trainer.metrics import auroc
 
-    return auroc(outcome.test_labels, outcome.test_probabilities)
+    return auroc(outcome.test_labels, outcome.test_scores)
 
 
 def peak_memory_mb() -> float:

@@ -217,24 +217,35 @@ def sensitivity_threshold(labels: np.ndarray, scores: np.ndarray, min_sensitivit
 # --- calibration (Platt scaling) ------------------------------------------------------------------
 
 
-def fit_platt(logits: np.ndarray, labels: np.ndarray, n_iter: int = 100) -> tuple[float, float]:
-    """Platt scaling p = sigmoid(a*logit + b) fitted by Newton's method on Platt's smoothed targets
-    (robust when the validation data are separable). Returns (a, b)."""
+def fit_platt(logits: np.ndarray, labels: np.ndarray, ridge: float = 1.0, n_iter: int = 100) -> tuple[float, float]:
+    """Platt scaling p = sigmoid(a*logit + b): Newton's method with step halving on Platt's smoothed
+    targets plus a small ridge pulling (a, b) toward (1, 0), so separable or near-constant validation
+    scores give a large but finite slope instead of diverging. Returns (a, b)."""
     z = np.asarray(logits, dtype=np.float64).ravel()
     y = np.asarray(labels, dtype=np.float64).ravel()
     n_pos, n_neg = y.sum(), len(y) - y.sum()
     if n_pos == 0 or n_neg == 0:
         return 1.0, 0.0
     target = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+    def loss(a: float, b: float) -> float:
+        u = a * z + b
+        return float(np.sum(np.logaddexp(0.0, u) - target * u) + 0.5 * ridge * ((a - 1.0) ** 2 + b**2))
+
     a, b = 1.0, 0.0
+    current = loss(a, b)
     for _ in range(n_iter):
         p = apply_platt(z, a, b)
-        w = np.maximum(p * (1 - p), 1e-12)
-        g = np.array([np.sum((p - target) * z), np.sum(p - target)])
-        h = np.array([[np.sum(w * z * z) + 1e-9, np.sum(w * z)], [np.sum(w * z), np.sum(w) + 1e-9]])
+        w = p * (1 - p)
+        g = np.array([np.sum((p - target) * z) + ridge * (a - 1.0), np.sum(p - target) + ridge * b])
+        h = np.array([[np.sum(w * z * z) + ridge, np.sum(w * z)], [np.sum(w * z), np.sum(w) + ridge]])
         step = np.linalg.solve(h, g)
-        a, b = a - step[0], b - step[1]
-        if np.max(np.abs(step)) < 1e-10:
+        scale = 1.0
+        while scale > 1e-6 and loss(a - scale * step[0], b - scale * step[1]) > current:
+            scale /= 2.0
+        a, b = a - scale * step[0], b - scale * step[1]
+        previous, current = current, loss(a, b)
+        if previous - current < 1e-12:
             break
     return float(a), float(b)
 

@@ -35,10 +35,10 @@ def plot_roc(outcomes: list[FoldOutcome], path: Path, title: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 5))
     for o in outcomes:
-        fpr, tpr = roc_points(o.test_labels, o.test_probabilities)
-        ax.plot(fpr, tpr, lw=1, alpha=0.7, label=f"{o.name} AUROC {metrics.auroc(o.test_labels, o.test_probabilities):.3f}")
+        fpr, tpr = roc_points(o.test_labels, o.test_scores)
+        ax.plot(fpr, tpr, lw=1, alpha=0.7, label=f"{o.name} AUROC {metrics.auroc(o.test_labels, o.test_scores):.3f}")
     y = np.concatenate([o.test_labels for o in outcomes])
-    p = np.concatenate([o.test_probabilities for o in outcomes])
+    p = np.concatenate([o.test_scores for o in outcomes])
     fpr, tpr = roc_points(y, p)
     ax.plot(fpr, tpr, "k", lw=2, label=f"pooled AUROC {metrics.auroc(y, p):.3f}")
     ax.plot([0, 1], [0, 1], ":", color="grey")

@@ -38,6 +38,12 @@ class FoldOutcome:
     seconds: float
     seconds_per_epoch: float
 
+    @property
+    def test_scores(self) -> np.ndarray:
+        """Calibrated logits a*z + b: the ranking score. Same order as the probabilities, but never
+        tied by saturation at 0 or 1, and comparable across folds (pooled AUROC)."""
+        return self.platt[0] * self.test_logits + self.platt[1]
+
     _ARRAYS = ("test_labels", "test_logits", "test_probabilities", "test_murmur", "test_murmur_labels",
                "test_site_weights", "validation_labels", "validation_probabilities")
 
@@ -60,13 +66,13 @@ def fold_metrics(outcome: FoldOutcome, n_boot: int = 1000) -> dict:
     """Test metrics of one fold at each operating point chosen on its validation part."""
     result = {"n": int(len(outcome.test_labels)), "best_epoch": outcome.best_epoch, "seconds": outcome.seconds,
               "seconds_per_epoch": outcome.seconds_per_epoch, "thresholds": outcome.thresholds}
-    y, p = outcome.test_labels, outcome.test_probabilities
+    y, p = outcome.test_labels, outcome.test_scores
     result["auroc"] = metrics.auroc(y, p)
     result["auprc"] = metrics.auprc(y, p)
     result["auroc_ci"] = metrics.bootstrap_ci(metrics.auroc, y, p, n_boot=n_boot)
     for point in OPERATING_POINTS:
         result[point] = metrics.threshold_metrics(y, p, outcome.thresholds[point])
-    result["ece"] = metrics.calibration_bins(y, p)["ece"]
+    result["ece"] = metrics.calibration_bins(y, outcome.test_probabilities)["ece"]
     if outcome.test_murmur is not None:
         result["murmur"] = metrics.murmur_metrics(outcome.test_murmur_labels, outcome.test_murmur)
     return result
@@ -76,7 +82,7 @@ def pooled_metrics(outcomes: list[FoldOutcome], n_boot: int = 1000) -> dict:
     """Test folds concatenated: each patient scored once by the model that did not see it. Each
     fold's decisions use that fold's own threshold (its referrals are concatenated)."""
     y = np.concatenate([o.test_labels for o in outcomes])
-    p = np.concatenate([o.test_probabilities for o in outcomes])
+    p = np.concatenate([o.test_scores for o in outcomes])
     result: dict = {"n": int(len(y)), "n_abnormal": int(y.sum())}
     result["auroc"] = metrics.auroc(y, p)
     result["auroc_ci"] = metrics.bootstrap_ci(metrics.auroc, y, p, n_boot=n_boot)
@@ -104,7 +110,7 @@ def by_group(outcomes: list[FoldOutcome], group_of: dict[str, str], n_boot: int 
     """Pooled test predictions split by database/campaign: AUROC and cost-optimal MAcc per group."""
     ids = [i for o in outcomes for i in o.test_ids]
     y = np.concatenate([o.test_labels for o in outcomes])
-    p = np.concatenate([o.test_probabilities for o in outcomes])
+    p = np.concatenate([o.test_scores for o in outcomes])
     referred = np.concatenate([o.test_probabilities >= o.thresholds["cost_optimal"] for o in outcomes]).astype(np.float64)
     groups = np.array([group_of[i] for i in ids])
     result = {}
