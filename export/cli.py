@@ -1,0 +1,168 @@
+"""pcg-export: a pcg-train run (or one fold's model.pt) -> ONNX with manifest, INT8 variants, TensorRT engine.
+
+    pcg-export RUN_OR_CHECKPOINT --out model.onnx [--int8] [--calibration DATA_DIR] [--tensorrt] [--opset N]
+
+Writes, beside --out:
+    model.onnx                 float model, manifest embedded; model.parity.json (vs torch, real data)
+    model.int8-cpu.onnx        --int8: ONNX Runtime CPU model; its .parity.json (vs float)
+    model.int8-tensorrt.onnx   --int8 / --tensorrt: standard operators, symmetric Q/DQ; its .parity.json
+    model.int8-tensorrt.engine --tensorrt: engine for this GPU and TensorRT; .engine.json sidecar manifest
+    model.export.json          what was written, and which model to use where
+
+Real data (the run's own data folder, or --calibration DATA_DIR holding the same patients) gives the
+parity figures and the int8 calibration: see export/data.py for which patients serve which purpose.
+Exit status: 0 done, 1 a parity or compatibility check failed, 2 bad input, 3 TensorRT unavailable here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import onnx
+
+from export.data import load_real_data
+from export.manifest import build_manifest
+from export.onnx_model import DEFAULT_OPSET, export_graph, with_manifest
+from export.parity import float_parity, int8_report
+from export.quantize import CPU, CPU_LSTM, TENSORRT, quantize
+from export.source import SourceError, load_source
+from export.tensorrt import TensorRTUnavailable, build_engine, check_tensorrt_compatible
+from trainer.inference import ensemble_thresholds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pcg-export", description=__doc__.split("\n\n")[0])
+    p.add_argument("source", type=Path, help="a pcg-train --out folder (fold ensemble) or one fold's model.pt")
+    p.add_argument("--out", type=Path, required=True, help="float ONNX model to write (variants go beside it)")
+    p.add_argument("--int8", action="store_true", help="also write the int8 CPU and TensorRT-ready models with parity reports")
+    p.add_argument("--calibration", type=Path, default=None, help="labelled data folder with the run's patients (default: the run's --data)")
+    p.add_argument("--cache", type=Path, default=Path("runs") / "feature-cache", help="feature cache folder (as pcg-train)")
+    p.add_argument("--tensorrt", action="store_true", help="build a TensorRT engine for the GPU here (needs tensorrt and CUDA)")
+    p.add_argument("--max-batch", type=int, default=16, help="largest batch of the TensorRT optimization profile")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}: TensorRT 8.5+ and ONNX Runtime 1.13+)")
+    return p
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=True, default=float) + "\n")
+
+
+def sibling(out: Path, suffix: str) -> Path:
+    return out.with_name(out.stem + suffix)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = "pcg-export " + " ".join(sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
+    try:
+        source = load_source(args.source)
+        float_graph = export_graph(source, args.opset)
+        manifest = build_manifest(source, (command,))
+        data = load_real_data(source, args.calibration, args.cache)
+    except (SourceError, ValueError, FileNotFoundError) as err:
+        print(f"pcg-export: {err}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    float_bytes = with_manifest(float_graph, manifest)
+    args.out.write_bytes(float_bytes)
+    parity = {"data": {"dataset": data.dataset, "note": data.note}, **float_parity(source, float_bytes, data.evaluation)}
+    _write_json(sibling(args.out, ".parity.json"), parity)
+    written = {"float": {"path": args.out.name, "use": "ONNX Runtime (CPU or GPU); the reference", "parity": parity["passed"]}}
+    failed = [] if parity["passed"] else [f"float parity: max |p_onnx - p_torch| {parity['max_abs_difference']['outcome_probability']:.2e}"]
+    print(f"pcg-export: {args.out} ({len(float_bytes) / 1e6:.2f} MB), max |p_onnx - p_torch| "
+          f"{parity['max_abs_difference']['outcome_probability']:.1e} over {parity['patients']} patients", file=sys.stderr)
+
+    thresholds = ensemble_thresholds(source.checkpoints)
+    trt_bytes = None
+    if args.int8 or args.tensorrt:
+        variants = [TENSORRT] if not args.int8 else [CPU, TENSORRT]
+        for variant in variants:
+            int8, path, report = _int8_model(source, float_graph, float_bytes, data, variant, thresholds, command, args.out)
+            written[f"int8_{variant.name}"] = {"path": path.name, "use": report["use"], "parity": report["passed"]}
+            if not report["passed"]:
+                failed.append(f"int8 {variant.name} parity: AUROC difference {report['auroc_difference']:+.4f}, "
+                              f"triage agreement {min(p['triage_agreement'] for p in report['operating_points'].values()):.4f}")
+            if variant is TENSORRT:
+                trt_bytes = int8
+                problems = check_tensorrt_compatible(onnx.load_from_string(int8))
+                failed += [f"TensorRT compatibility: {p}" for p in problems]
+    if args.tensorrt:
+        trt_manifest = manifest_of(trt_bytes)
+        try:
+            engine, sidecar = build_engine(trt_bytes, trt_manifest, args.max_batch)
+        except TensorRTUnavailable as err:
+            print(f"pcg-export: --tensorrt: {err}", file=sys.stderr)
+            _write_summary(args.out, written, started, command)
+            return 3
+        engine_path = sibling(args.out, ".int8-tensorrt.engine")
+        engine_path.write_bytes(engine)
+        engine_path.with_name(engine_path.name + ".json").write_text(sidecar.to_json())
+        written["tensorrt_engine"] = {"path": engine_path.name, "use": f"TensorRT {sidecar.inference['engine']['tensorrt_version']} "
+                                      f"on {sidecar.inference['engine']['gpu']} only", "sidecar": engine_path.name + ".json"}
+    _write_summary(args.out, written, started, command)
+    for problem in failed:
+        print(f"pcg-export: FAILED {problem}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def manifest_of(model_bytes: bytes):
+    from runtime.manifest import MANIFEST_KEY, ModelManifest
+
+    props = {p.key: p.value for p in onnx.load_from_string(model_bytes).metadata_props}
+    return ModelManifest.from_json(props[MANIFEST_KEY])
+
+
+def _int8_model(source, float_graph: bytes, float_bytes: bytes, data, variant, thresholds, command: str, out: Path):
+    """Quantize, embed the manifest, write the model and its parity report. For the CPU model the
+    LSTM is dynamically quantized only where that is measured to be faster."""
+    candidates = [variant] if variant is not CPU else [CPU, CPU_LSTM]
+    best = None
+    for candidate in candidates:
+        int8_graph, description = quantize(float_graph, source, data.calibration, candidate, data.note)
+        manifest = build_manifest(source, (command,), variant=description)
+        int8 = with_manifest(int8_graph, manifest)
+        report = int8_report(float_bytes, int8, data, thresholds)
+        report["variant"] = description
+        if best is None or report["latency_ms_batch1_1thread_int8"] < best[1]["latency_ms_batch1_1thread_int8"]:
+            if best is not None:
+                report["alternative_not_kept"] = _brief(best[1])
+            best = (int8, report)
+        else:
+            best[1]["alternative_not_kept"] = _brief(report)
+    int8, report = best
+    ratio = report["latency_ratio"]
+    if variant is TENSORRT:
+        report["use"] = "TensorRT engine builds (explicit quantization); runs in ONNX Runtime too, for this report"
+    elif ratio >= 1.0:
+        report["use"] = (f"not recommended on this CPU: int8 takes {ratio:.2f}x the float latency at batch 1 "
+                         "(quantize/dequantize overhead outweighs the int8 kernels in a model this small); use the float model")
+    else:
+        report["use"] = f"ONNX Runtime on CPU: {1 / ratio:.2f}x faster than float at batch 1, one thread"
+    path = sibling(out, f".int8-{variant.name}.onnx")
+    path.write_bytes(int8)
+    _write_json(path.with_name(path.stem + ".parity.json"), report)
+    print(f"pcg-export: {path} ({report['size_ratio']:.2f}x size, {ratio:.2f}x latency), AUROC {report['auroc_float']:.4f} -> "
+          f"{report['auroc_int8']:.4f}, triage agreement {min(p['triage_agreement'] for p in report['operating_points'].values()):.4f}",
+          file=sys.stderr)
+    return int8, path, report
+
+
+def _brief(report: dict) -> dict:
+    keys = ("auroc_int8", "latency_ms_batch1_1thread_int8", "latency_ratio", "size_ratio", "max_abs_probability_difference")
+    return {"variant": report["variant"]["quantized_ops"], **{k: report[k] for k in keys}}
+
+
+def _write_summary(out: Path, written: dict, started: float, command: str) -> None:
+    cpu = written.get("int8_cpu")
+    recommended = cpu["path"] if cpu and not cpu["use"].startswith("not recommended") and cpu["parity"] else written["float"]["path"]
+    _write_json(sibling(out, ".export.json"), {"command": command, "written": written, "cpu_model": recommended,
+                                               "seconds": time.perf_counter() - started})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

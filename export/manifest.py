@@ -1,0 +1,162 @@
+"""The manifest (DESIGN.md contract 5) filled from a pcg-train run: runtime.manifest owns the schema,
+this module only gathers the values.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from export.source import ExportSource
+from runtime.manifest import ModelManifest, OperatingPoint
+from runtime.metadata import METADATA_FEATURES
+from runtime.records import MURMUR_CLASSES, OUTCOME_CLASSES
+from runtime.sites import OTHER_SITE, SITES
+from trainer.inference import ensemble_thresholds
+
+_OUTPUT_MEANINGS = {
+    "outcome_probability": "calibrated probability that the patient should be referred (outcome Abnormal / murmur Present or Unknown)",
+    "outcome_logit": "logit of outcome_probability (mean over folds of the Platt-calibrated, crop-averaged logits)",
+    "site_weights": "per-site attention weights in site_order, 0 for absent sites, averaged over crops and folds",
+    "murmur_probabilities": "P(Present), P(Unknown), P(Absent), averaged over crops and folds",
+}
+_POINT_DESCRIPTIONS = {
+    "cost_optimal": "minimises the PhysioNet 2022 challenge cost on each fold's validation part",
+    "high_sensitivity": "lowest threshold keeping sensitivity >= 0.95 on each fold's validation part",
+}
+
+
+def code_version() -> str:
+    """`git describe --always --dirty --tags` of the checkout holding this code, or "unknown"."""
+    try:
+        result = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
+
+
+def sites_trained(source: ExportSource) -> tuple[str, ...]:
+    """Sites with recordings in the training data (read from the dataset the run names)."""
+    data = (source.run or {}).get("settings", {}).get("data")
+    if data is None:
+        return SITES
+    from runtime.formats import FormatError, load_dataset
+
+    try:
+        dataset = load_dataset(Path(data))
+    except (FormatError, OSError):
+        return SITES  # the data moved: claim nothing narrower than the site order
+    seen = {r.site if r.site in SITES else OTHER_SITE for p in dataset.patients for r in p.recordings}
+    return tuple(s for s in SITES if s in seen)
+
+
+def _validation_scheme(folds: str) -> str:
+    if folds == "lodo":
+        return "leave-one-database-out (each database held out in turn; pooled by concatenating the held-out predictions)"
+    return f"out-of-fold ({folds}-fold stratified cross-validation; pooled by concatenating the test folds)"
+
+
+def _metrics(source: ExportSource) -> dict:
+    if source.run is None:
+        return {"measured_as": "not available: exported from a checkpoint whose run folder has no metrics.json"}
+    summary, settings = source.run["summary"], source.run["settings"]
+    folds = {name: {k: v for k, v in fold.items() if k in ("n", "auroc", "auroc_ci", "auprc", "cost_optimal", "high_sensitivity")}
+             for name, fold in summary.get("folds", {}).items()}
+    return {
+        "measured_as": _validation_scheme(str(settings.get("folds"))),
+        "scope": "the run's cross-validated test predictions of each fold model; the exported fold ensemble itself "
+                 "has seen every patient in training and has no held-out figure",
+        "pooled": summary.get("pooled", {}),
+        "by_group": summary.get("by_group", {}),
+        "fold_mean_sd": summary.get("mean_sd", {}),
+        "folds": folds,
+    }
+
+
+def _training_data(source: ExportSource) -> dict:
+    if source.run is None:
+        return {"folds": [d.name for d in source.fold_dirs]}
+    settings, data = source.run["settings"], source.run.get("data", {})
+    return {
+        "dataset": settings.get("data"), "format": settings.get("format"),
+        "patients": data.get("patients_used"), "recordings": data.get("recordings_found"),
+        "unit": "recording (PhysioNet 2016 has no subject ids)" if settings.get("format") == "physionet2016" else "patient",
+        "folds": settings.get("folds"), "fold_models": [d.name for d in source.fold_dirs],
+        "metadata": settings.get("metadata"),
+        "parameters_per_fold_model": settings.get("parameters"),
+    }
+
+
+def _operating_points(source: ExportSource) -> dict[str, OperatingPoint]:
+    pooled = (source.run or {}).get("summary", {}).get("pooled", {})
+    points = {}
+    for name, threshold in ensemble_thresholds(source.checkpoints).items():
+        figures = pooled.get(name, {})
+        points[name] = OperatingPoint(threshold=float(threshold), description=_POINT_DESCRIPTIONS.get(name, ""),
+                                      sensitivity=figures.get("sensitivity"), specificity=figures.get("specificity"))
+    return points
+
+
+def _inference(source: ExportSource) -> dict:
+    k, folds = source.n_crops, len(source.checkpoints)
+    aggregation = ("mean over the crops of P(Present) + P(Unknown), then its logit" if source.task == "murmur"
+                   else "mean over the crops of the outcome logit")
+    return {
+        "in_graph": "crop averaging, fold ensemble and Platt calibration are inside the graph; the runtime makes the crops",
+        "repeat_rule": "per present site, the longest recording at that site",
+        "crop_rule": "n_crops windows of clip_frames frames starting at round(linspace(0, T - clip_frames, n_crops)) "
+                     "(all at 0 when T <= clip_frames); a recording shorter than clip_frames is tiled (repeated end "
+                     "to start) to fill the crop; crop k of a patient holds window k of every site; absent sites are zeros "
+                     "with site_mask 0 (trainer/crops.py evaluation_crops)",
+        "n_crops": k,
+        "clip_frames": source.clip_frames,
+        "crop_aggregation": aggregation,
+        "ensemble": {"models": folds, "folds": [d.name for d in source.fold_dirs],
+                     "combination": "mean of the folds' Platt-calibrated logits, then sigmoid"},
+        "calibration": {"method": "Platt scaling per fold, fitted on that fold's validation part",
+                        "a_b": [[c["platt"]["a"], c["platt"]["b"]] for c in source.checkpoints]},
+        "operating_points": "each fold's threshold mapped to logit space and averaged over the folds",
+        "metadata_encoding": "runtime.metadata.encode_metadata with metadata_stats (the first fold's training statistics); "
+                             "folds trained with other statistics re-standardize inside the graph",
+    }
+
+
+def build_manifest(source: ExportSource, commands: tuple[str, ...], variant: dict | None = None) -> ModelManifest:
+    """The manifest for `source`'s float graph; `variant` (e.g. int8 details) goes into `inference`."""
+    frontend = source.frontend
+    c = source.model_config
+    batch = ["batch"]
+    inputs = {
+        "x": {"shape": [*batch, source.n_crops, c["n_sites"], c["n_freq"], source.clip_frames], "dtype": "float32",
+              "meaning": "evaluation crops of each site's pooled log spectrogram (runtime.dsp), in site_order"},
+        "site_mask": {"shape": [*batch, c["n_sites"]], "dtype": "float32", "meaning": "1 where the site was recorded"},
+        "metadata": {"shape": [*batch, c["metadata_dim"]], "dtype": "float32",
+                     "meaning": "runtime.metadata vector" if source.architecture != "primary" else "ignored (zeros are fine)"},
+    }
+    outputs = {name: {"shape": [*batch, c["n_sites"]] if name == "site_weights" else [*batch, 3] if name == "murmur_probabilities" else batch,
+                      "meaning": _OUTPUT_MEANINGS[name]} for name in source.graph.output_names}
+    class_names = {"outcome": list(OUTCOME_CLASSES)}
+    if source.task == "murmur":
+        class_names["murmur"] = list(MURMUR_CLASSES)
+    uses_metadata = source.architecture != "primary"
+    inference = _inference(source)
+    if variant:
+        inference = {**inference, "variant": variant}
+    name = source.run_dir.name if source.path.is_dir() or source.run_dir is None else f"{source.run_dir.name}/{source.fold_dirs[0].name}"
+    training_command = (source.run or {}).get("settings", {}).get("command")
+    manifest = ModelManifest(
+        model_name=name, task=source.task, architecture=source.architecture,
+        frontend=frontend.to_dict(), frontend_hash=frontend.config_hash(),
+        inputs=inputs, outputs=outputs, class_names=class_names,
+        operating_points=_operating_points(source), default_operating_point="cost_optimal",
+        inference=inference, training_data=_training_data(source), metrics=_metrics(source),
+        created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), code_version=code_version(),
+        sites_trained=sites_trained(source),
+        metadata_features=METADATA_FEATURES if uses_metadata else (),
+        metadata_stats=source.metadata_stats.to_dict() if uses_metadata else {},
+        commands=tuple(x for x in (training_command, *commands) if x),
+        graph_sha256="0" * 64,  # embed_manifest replaces it with the real hash
+    )
+    return manifest

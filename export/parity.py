@@ -1,0 +1,96 @@
+"""Parity proofs written beside each model: float ONNX vs torch, int8 vs float, on real recordings.
+
+    float_parity(source, model_bytes, data)        max |p_onnx - p_torch| over held-out patients
+    int8_report(float_bytes, int8_bytes, ...)      AUROC and challenge cost float vs int8, triage
+                                                   agreement at every operating point, file size
+                                                   ratio, latency ratio at batch 1 with one thread
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from export.data import PatientInputs, RealData
+from export.onnx_model import torch_outputs
+from export.source import ExportSource
+from trainer import metrics
+
+FLOAT_TOLERANCE = 1e-4
+AUROC_TOLERANCE = 0.005
+AGREEMENT_TARGET = 0.99
+
+
+def cpu_session(model_bytes: bytes, threads: int = 1):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def probabilities(session, data: PatientInputs, batch: int = 16) -> np.ndarray:
+    return np.concatenate([session.run(["outcome_probability"], b)[0] for b in data.batches(batch)]).astype(np.float64)
+
+
+def float_parity(source: ExportSource, model_bytes: bytes, data: PatientInputs) -> dict:
+    """Every output of the ONNX model against the torch graph, on real patients."""
+    session = cpu_session(model_bytes)
+    worst: dict[str, float] = {}
+    for batch in data.batches(16):
+        got = session.run(None, batch)
+        expected = torch_outputs(source, batch)
+        for name, a, b in zip(source.graph.output_names, got, expected):
+            worst[name] = max(worst.get(name, 0.0), float(np.abs(a.astype(np.float64) - b).max()))
+    return {
+        "patients": len(data.ids),
+        "max_abs_difference": worst,
+        "tolerance_probability": FLOAT_TOLERANCE,
+        "passed": worst["outcome_probability"] <= FLOAT_TOLERANCE,
+    }
+
+
+def latency_ms(model_bytes: bytes, inputs: dict[str, np.ndarray], repeats: int = 30) -> float:
+    """Median wall time of one run, one intra-op thread, after two warm-up runs."""
+    session = cpu_session(model_bytes)
+    for _ in range(2):
+        session.run(None, inputs)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        session.run(None, inputs)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1000.0)
+
+
+def int8_report(float_bytes: bytes, int8_bytes: bytes, data: RealData, thresholds: dict[str, float], repeats: int = 30) -> dict:
+    evaluation = data.evaluation
+    p_float = probabilities(cpu_session(float_bytes), evaluation)
+    p_int8 = probabilities(cpu_session(int8_bytes), evaluation)
+    labels = evaluation.labels
+    auroc_float, auroc_int8 = metrics.auroc(labels, p_float), metrics.auroc(labels, p_int8)
+    points = {}
+    for name, threshold in thresholds.items():
+        f, q = metrics.threshold_metrics(labels, p_float, threshold), metrics.threshold_metrics(labels, p_int8, threshold)
+        points[name] = {"threshold": threshold, "triage_agreement": float(np.mean((p_float >= threshold) == (p_int8 >= threshold))),
+                        "cost_float": f["cost"], "cost_int8": q["cost"],
+                        "sensitivity_float": f["sensitivity"], "sensitivity_int8": q["sensitivity"],
+                        "specificity_float": f["specificity"], "specificity_int8": q["specificity"]}
+    one = next(evaluation.batches(1))
+    latency_float, latency_int8 = latency_ms(float_bytes, one, repeats), latency_ms(int8_bytes, one, repeats)
+    agreement = min(p["triage_agreement"] for p in points.values())
+    return {
+        "data": {"dataset": data.dataset, "evaluation_fold": data.evaluation_fold, "patients": len(evaluation.ids),
+                 "abnormal": int(labels.sum()), "note": data.note},
+        "auroc_float": auroc_float, "auroc_int8": auroc_int8, "auroc_difference": auroc_int8 - auroc_float,
+        "max_abs_probability_difference": float(np.abs(p_int8 - p_float).max()),
+        "mean_abs_probability_difference": float(np.abs(p_int8 - p_float).mean()),
+        "operating_points": points,
+        "size_bytes_float": len(float_bytes), "size_bytes_int8": len(int8_bytes), "size_ratio": len(int8_bytes) / len(float_bytes),
+        "latency_ms_batch1_1thread_float": latency_float, "latency_ms_batch1_1thread_int8": latency_int8,
+        "latency_ratio": latency_int8 / latency_float,
+        "targets": {"auroc_difference": AUROC_TOLERANCE, "triage_agreement": AGREEMENT_TARGET},
+        "passed": abs(auroc_int8 - auroc_float) <= AUROC_TOLERANCE and agreement >= AGREEMENT_TARGET,
+    }

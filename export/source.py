@@ -1,0 +1,157 @@
+"""What pcg-export exports: a pcg-train run folder (every fold, as one ensemble) or one fold's model.pt.
+
+    load_source(path) -> ExportSource (the EnsembleGraph, the checkpoints, the run's metrics.json)
+
+The graph is trainer.inference.EnsembleGraph: crop averaging, fold ensemble and Platt calibration
+in one module. One metadata vector feeds every fold, but each fold standardized height and weight
+with its own training statistics; when those differ, each fold model is wrapped so that it
+re-standardizes the z-scores it receives (encoded with the first fold's statistics, which the
+manifest states) into its own, exactly as it was trained and evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from runtime.dsp.config import FrontEndConfig
+from runtime.metadata import METADATA_FEATURES, Z_CLIP, MetadataStats
+from trainer.inference import EnsembleGraph, load_checkpoint
+
+
+class SourceError(ValueError):
+    """The path is not something pcg-export can export; the message says what was expected."""
+
+
+@dataclass
+class ExportSource:
+    path: Path  # what the user named
+    graph: EnsembleGraph
+    checkpoints: list[dict]
+    fold_dirs: list[Path]
+    run_dir: Path | None  # the pcg-train --out folder, when known
+    run: dict | None  # its metrics.json (summary, settings, data), when present
+
+    @property
+    def model_config(self) -> dict:
+        return self.checkpoints[0]["model_config"]
+
+    @property
+    def train_config(self) -> dict:
+        return self.checkpoints[0]["train_config"]
+
+    @property
+    def task(self) -> str:
+        return self.model_config["task"]
+
+    @property
+    def architecture(self) -> str:
+        return self.model_config["metadata_path"]
+
+    @property
+    def n_crops(self) -> int:
+        return int(self.train_config["eval_crops"])
+
+    @property
+    def clip_frames(self) -> int:
+        return int(self.model_config["n_frames"])
+
+    @property
+    def metadata_stats(self) -> MetadataStats:
+        """The statistics the runtime must encode demographics with (the first fold's)."""
+        return MetadataStats.from_dict(self.checkpoints[0]["metadata_stats"])
+
+    @property
+    def frontend(self) -> FrontEndConfig:
+        """The run's front-end config (metrics.json settings); the default one when the run has no record,
+        provided it yields the model's input shape."""
+        if self.run and "frontend" in self.run.get("settings", {}):
+            config = FrontEndConfig.from_dict(self.run["settings"]["frontend"])
+        else:
+            config = FrontEndConfig()
+        if (config.n_freq, config.clip_frames) != (self.model_config["n_freq"], self.clip_frames):
+            raise SourceError(
+                f"{self.path}: the model takes crops of {self.model_config['n_freq']} x {self.clip_frames} but the front-end "
+                f"config gives {config.n_freq} x {config.clip_frames}; export from the run folder whose metrics.json records it"
+            )
+        return config
+
+    def input_example(self, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c = self.model_config
+        x = torch.randn(batch, self.n_crops, c["n_sites"], c["n_freq"], self.clip_frames)
+        site_mask = torch.ones(batch, c["n_sites"])
+        site_mask[0, 1:] = 0.0  # a patient with one site, so the export sees site gathering
+        return x, site_mask, torch.zeros(batch, c["metadata_dim"])
+
+
+class Restandardized(nn.Module):
+    """A fold model fed metadata z-scores made with `given` stats while it was trained with `own`."""
+
+    def __init__(self, model: nn.Module, given: MetadataStats, own: MetadataStats):
+        super().__init__()
+        self.model, self.config = model, model.config
+        dim = len(METADATA_FEATURES)
+        scale, shift = torch.ones(dim), torch.zeros(dim)
+        numeric, indicator = torch.zeros(dim, dtype=torch.bool), torch.zeros(dim, dtype=torch.long)
+        for name, g_mean, g_std, o_mean, o_std in (
+            ("height", given.height_mean, given.height_std, own.height_mean, own.height_std),
+            ("weight", given.weight_mean, given.weight_std, own.weight_mean, own.weight_std),
+        ):
+            i = METADATA_FEATURES.index(f"{name}_z")
+            scale[i], shift[i] = g_std / o_std, (g_mean - o_mean) / o_std
+            numeric[i], indicator[i] = True, METADATA_FEATURES.index(f"{name}_missing")
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
+        self.register_buffer("numeric", numeric)
+        self.register_buffer("indicator", indicator)
+
+    def forward(self, x: torch.Tensor, site_mask: torch.Tensor, metadata: torch.Tensor):
+        # a missing value encodes as 0 with its indicator set, and must stay 0
+        present = self.numeric & (metadata.index_select(1, self.indicator) < 0.5)
+        z = (metadata * self.scale + self.shift).clamp(-Z_CLIP, Z_CLIP)
+        return self.model(x, site_mask, torch.where(present, z, metadata))
+
+
+def _read_run(run_dir: Path) -> dict | None:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SourceError(f"{path}: cannot read the run's metrics: {exc}") from None
+
+
+def load_source(path: Path) -> ExportSource:
+    """A pcg-train run folder (all */model.pt) or a single fold's model.pt."""
+    path = Path(path)
+    if path.is_file():
+        fold_paths, run_dir = [path], path.parent.parent
+    elif path.is_dir():
+        fold_paths, run_dir = sorted(path.glob("*/model.pt")), path
+        if not fold_paths:
+            raise SourceError(f"{path}: no */model.pt checkpoints; expected a pcg-train --out folder or a fold's model.pt")
+    else:
+        raise SourceError(f"{path}: no such file or folder; expected a pcg-train --out folder or a fold's model.pt")
+    loaded = []
+    for p in fold_paths:
+        try:
+            loaded.append(load_checkpoint(p))
+        except (KeyError, RuntimeError, OSError, EOFError) as exc:
+            raise SourceError(f"{p}: not a pcg-train checkpoint ({type(exc).__name__}: {exc})") from None
+    checkpoints = [c for _, c in loaded]
+    configs = {json.dumps(c["model_config"], sort_keys=True) for c in checkpoints}
+    if len(configs) > 1:
+        raise SourceError(f"{path}: the folds have different model configs; export one fold's model.pt instead")
+    given = MetadataStats.from_dict(checkpoints[0]["metadata_stats"])
+    models = []
+    for model, checkpoint in loaded:
+        own = MetadataStats.from_dict(checkpoint["metadata_stats"])
+        uses_metadata = checkpoint["model_config"]["metadata_path"] != "primary"
+        models.append(Restandardized(model, given, own).eval() if uses_metadata and own != given else model)
+    graph = EnsembleGraph(models, [(c["platt"]["a"], c["platt"]["b"]) for c in checkpoints]).eval()
+    return ExportSource(path, graph, checkpoints, [p.parent for p in fold_paths], run_dir, _read_run(run_dir))
