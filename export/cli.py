@@ -24,7 +24,7 @@ from pathlib import Path
 
 import onnx
 
-from export.data import load_real_data
+from export.data import MIN_CALIBRATION_PATIENTS, load_real_data
 from export.manifest import build_manifest
 from export.onnx_model import DEFAULT_OPSET, export_graph, with_manifest
 from export.parity import float_parity, int8_report
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         source = load_source(args.source)
         float_graph = export_graph(source, args.opset)
         manifest = build_manifest(source, (command,))
-        data = load_real_data(source, args.calibration, args.cache)
+        quantizing = args.int8 or args.tensorrt
+        data = load_real_data(source, args.calibration, args.cache, min_calibration=MIN_CALIBRATION_PATIENTS if quantizing else 0)
     except (SourceError, ValueError, FileNotFoundError) as err:
         print(f"pcg-export: {err}", file=sys.stderr)
         return 2
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     thresholds = ensemble_thresholds(source.checkpoints)
     trt_bytes = None
-    if args.int8 or args.tensorrt:
+    if quantizing:
         variants = [TENSORRT] if not args.int8 else [CPU, TENSORRT]
         for variant in variants:
             int8, path, report = _int8_model(source, float_graph, float_bytes, data, variant, thresholds, command, args.out)

@@ -52,7 +52,8 @@ def _inputs(source: ExportSource, examples: list) -> PatientInputs:
 
 
 def load_real_data(source: ExportSource, data_dir: Path | None, cache_dir: Path | None, n_calibration: int = 128,
-                   max_evaluation: int | None = None, seed: int = 0) -> RealData:
+                   max_evaluation: int | None = None, seed: int = 0,
+                   min_calibration: int = MIN_CALIBRATION_PATIENTS) -> RealData:
     """Evaluation and calibration inputs from the run's data (or `data_dir`, the same patients elsewhere)."""
     from trainer.crossval import load_labelled
 
@@ -68,9 +69,9 @@ def load_real_data(source: ExportSource, data_dir: Path | None, cache_dir: Path 
         raise ValueError(f"{fold_dir}: none of its test patients are in {data}; pass the data the run was trained on")
     rng = np.random.default_rng(seed)
     held_in = sorted(set(by_id) - set(test_ids))
-    if len(held_in) < MIN_CALIBRATION_PATIENTS:
+    if len(held_in) < min_calibration:
         raise ValueError(f"{data}: only {len(held_in)} patients outside fold {fold_dir.name}'s test part; "
-                         f"calibration needs at least {MIN_CALIBRATION_PATIENTS}")
+                         f"calibration needs at least {min_calibration}")
     calibration_ids = sorted(rng.choice(held_in, size=min(n_calibration, len(held_in)), replace=False).tolist())
     if max_evaluation is not None and len(test_ids) > max_evaluation:
         test_ids = sorted(rng.choice(test_ids, size=max_evaluation, replace=False).tolist())

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from torch import nn
 
@@ -59,10 +60,31 @@ TENSORRT = Int8Variant("tensorrt", symmetric=True, quantize_lstm=False)
 
 
 class _Reader:
-    """onnxruntime.quantization CalibrationDataReader over real patient inputs."""
+    """onnxruntime.quantization CalibrationDataReader over real recordings, one site per example.
+
+    ONNX Runtime's percentile calibrator stacks each tensor over all calibration batches, so every
+    batch must give every intermediate tensor the same shape; the number of present sites changes
+    the shapes (sites are gathered before encoding). One site per example, in full batches, keeps
+    the shapes fixed while the site encoder, which holds nearly all quantized nodes, sees exactly
+    the recordings' distribution. (The murmur head's attention over sites is calibrated on single
+    sites too; its outputs are float-checked by the parity report.)
+    """
 
     def __init__(self, data: PatientInputs):
-        self._batches = iter(list(data.batches(CALIBRATION_BATCH)))
+        x, mask, metadata = data.inputs["x"], data.inputs["site_mask"], data.inputs["metadata"]
+        rows = [(p, s) for p in range(len(data.ids)) for s in np.flatnonzero(mask[p])]
+        n_full = len(rows) // CALIBRATION_BATCH * CALIBRATION_BATCH
+        if n_full == 0:
+            raise ValueError(f"calibration needs at least {CALIBRATION_BATCH} site recordings, got {len(rows)}")
+        batches = []
+        for start in range(0, n_full, CALIBRATION_BATCH):
+            chosen = rows[start : start + CALIBRATION_BATCH]
+            one_x = np.zeros((len(chosen), *x.shape[1:]), dtype=np.float32)
+            one_mask = np.zeros((len(chosen), mask.shape[1]), dtype=np.float32)
+            for i, (p, s) in enumerate(chosen):
+                one_x[i, :, s], one_mask[i, s] = x[p, :, s], 1.0
+            batches.append({"x": one_x, "site_mask": one_mask, "metadata": metadata[[p for p, _ in chosen]]})
+        self._batches = iter(batches)
 
     def get_next(self):
         return next(self._batches, None)
