@@ -71,7 +71,7 @@ def fold_metrics(outcome: FoldOutcome, n_boot: int = 1000) -> dict:
     result["auprc"] = metrics.auprc(y, p)
     result["auroc_ci"] = metrics.bootstrap_ci(metrics.auroc, y, p, n_boot=n_boot)
     for point in OPERATING_POINTS:
-        result[point] = metrics.threshold_metrics(y, p, outcome.thresholds[point])
+        result[point] = metrics.threshold_metrics(y, outcome.test_probabilities, outcome.thresholds[point])
     result["ece"] = metrics.calibration_bins(y, outcome.test_probabilities)["ece"]
     if outcome.test_murmur is not None:
         result["murmur"] = metrics.murmur_metrics(outcome.test_murmur_labels, outcome.test_murmur)
