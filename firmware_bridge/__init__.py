@@ -1,2 +1,6 @@
-"""Firmware bridge (stdlib + numpy): the stethoscope serial protocol, its C reference, the virtual
-stethoscope and the physiological heart-sound model it streams (also used by pcg-synth)."""
+"""Firmware bridge (stdlib + numpy; pyserial only where a port is opened).
+
+Owns the stethoscope serial protocol (PROTOCOL.md, protocol.py), its C reference for firmware (c/),
+the host's connect procedure (host.py), the virtual stethoscope (emulator.py, `pcg-bridge`), and the
+physiological heart-sound model it streams (heart.py, also used by pcg-synth).
+"""
