@@ -30,7 +30,7 @@ from export.onnx_model import DEFAULT_OPSET, export_graph, with_manifest
 from export.parity import float_parity, int8_report
 from export.quantize import CPU, CPU_LSTM, TENSORRT, quantize
 from export.source import SourceError, load_source
-from export.tensorrt import TensorRTUnavailable, build_engine, check_tensorrt_compatible
+from export.tensorrt import TensorRTUnavailable, build_engine, check_tensorrt_compatible, require_tensorrt
 from trainer.inference import ensemble_thresholds
 
 
@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = "pcg-export " + " ".join(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
+    if args.tensorrt:
+        try:
+            require_tensorrt()  # before minutes of export and calibration
+        except TensorRTUnavailable as err:
+            print(f"pcg-export: --tensorrt: {err}", file=sys.stderr)
+            return 3
     try:
         source = load_source(args.source)
         float_graph = export_graph(source, args.opset)
@@ -94,12 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed += [f"TensorRT compatibility: {p}" for p in problems]
     if args.tensorrt:
         trt_manifest = manifest_of(trt_bytes)
-        try:
-            engine, sidecar = build_engine(trt_bytes, trt_manifest, args.max_batch)
-        except TensorRTUnavailable as err:
-            print(f"pcg-export: --tensorrt: {err}", file=sys.stderr)
-            _write_summary(args.out, written, started, command)
-            return 3
+        engine, sidecar = build_engine(trt_bytes, trt_manifest, args.max_batch)
         engine_path = sibling(args.out, ".int8-tensorrt.engine")
         engine_path.write_bytes(engine)
         engine_path.with_name(engine_path.name + ".json").write_text(sidecar.to_json())

@@ -119,7 +119,8 @@ def _check_lstm(node: onnx.NodeProto, dequantized: set[str]) -> list[str]:
     return problems
 
 
-def _import_tensorrt():
+def require_tensorrt():
+    """The tensorrt module; TensorRTUnavailable (saying why) without it or without a CUDA GPU."""
     try:
         import tensorrt as trt
     except ImportError:
@@ -141,7 +142,7 @@ def build_engine(onnx_bytes: bytes, manifest: ModelManifest, max_batch: int = 16
     problems = check_tensorrt_compatible(onnx.load_from_string(onnx_bytes))
     if problems:
         raise ValueError("the model is not TensorRT-compatible:\n  " + "\n  ".join(problems))
-    trt = _import_tensorrt()
+    trt = require_tensorrt()
     import torch
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -187,7 +188,7 @@ def build_engine(onnx_bytes: bytes, manifest: ModelManifest, max_batch: int = 16
 
 def run_engine(engine_bytes: bytes, inputs: dict) -> dict:
     """Run a serialized engine on numpy inputs (CUDA buffers through torch); outputs as numpy."""
-    trt = _import_tensorrt()
+    trt = require_tensorrt()
     import torch
 
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
