@@ -10,7 +10,7 @@ import pytest
 from runtime.dsp.config import FrontEndConfig
 from runtime.formats import write_wav
 from runtime.records import Audio, Dataset, Demographics, Patient, Recording
-from tests.trainer_fixtures import make_dataset, tiny_dataset, tiny_examples  # noqa: F401  (fixtures)
+from trainer_fixtures import make_dataset, tiny_dataset, tiny_examples  # noqa: F401  (fixtures)
 from trainer.augment import AugmentConfig, augment_crop, drop_sites
 from trainer.crops import crop, evaluation_crops, window_starts
 from trainer.examples import DataError, FeatureCache, load_examples

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.trainer_fixtures import write_circor_folder, write_physionet_folder
+from trainer_fixtures import write_circor_folder, write_physionet_folder
 from trainer import metrics
 from trainer.evaluate import main as pcg_eval
 

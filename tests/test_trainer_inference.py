@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed (pip install
 
 from runtime.dsp.config import FrontEndConfig  # noqa: E402
 from runtime.metadata import MetadataStats, encode_batch  # noqa: E402
-from tests.trainer_fixtures import write_circor_folder  # noqa: E402
+from trainer_fixtures import write_circor_folder  # noqa: E402
 from trainer.crops import evaluation_crops  # noqa: E402
 from trainer.crossval import load_labelled  # noqa: E402
 from trainer.crossval import main as pcg_train  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[train]'); training tests need it")
 
-from tests.trainer_fixtures import (  # noqa: E402
+from trainer_fixtures import (  # noqa: E402
     fast_train_config,
     tiny_dataset,  # noqa: F401  (fixture)
     tiny_examples,  # noqa: F401  (fixture)
