@@ -52,17 +52,20 @@ def float_parity(source: ExportSource, model_bytes: bytes, data: PatientInputs) 
     }
 
 
-def latency_ms(model_bytes: bytes, inputs: dict[str, np.ndarray], repeats: int = 30) -> float:
-    """Median wall time of one run, one intra-op thread, after two warm-up runs."""
-    session = cpu_session(model_bytes)
-    for _ in range(2):
-        session.run(None, inputs)
-    times = []
+def paired_latency_ms(models: list[bytes], inputs: dict[str, np.ndarray], repeats: int = 30) -> list[float]:
+    """Median wall time of one run of each model, one intra-op thread, runs interleaved so that a
+    shared machine's changing load hits every model alike."""
+    sessions = [cpu_session(m) for m in models]
+    for s in sessions:
+        for _ in range(2):
+            s.run(None, inputs)
+    times: list[list[float]] = [[] for _ in sessions]
     for _ in range(repeats):
-        started = time.perf_counter()
-        session.run(None, inputs)
-        times.append(time.perf_counter() - started)
-    return float(np.median(times) * 1000.0)
+        for s, t in zip(sessions, times):
+            started = time.perf_counter()
+            s.run(None, inputs)
+            t.append(time.perf_counter() - started)
+    return [float(np.median(t) * 1000.0) for t in times]
 
 
 def int8_report(float_bytes: bytes, int8_bytes: bytes, data: RealData, thresholds: dict[str, float], repeats: int = 30) -> dict:
@@ -79,7 +82,7 @@ def int8_report(float_bytes: bytes, int8_bytes: bytes, data: RealData, threshold
                         "sensitivity_float": f["sensitivity"], "sensitivity_int8": q["sensitivity"],
                         "specificity_float": f["specificity"], "specificity_int8": q["specificity"]}
     one = next(evaluation.batches(1))
-    latency_float, latency_int8 = latency_ms(float_bytes, one, repeats), latency_ms(int8_bytes, one, repeats)
+    latency_float, latency_int8 = paired_latency_ms([float_bytes, int8_bytes], one, repeats)
     agreement = min(p["triage_agreement"] for p in points.values())
     return {
         "data": {"dataset": data.dataset, "evaluation_fold": data.evaluation_fold, "patients": len(evaluation.ids),
