@@ -206,3 +206,24 @@ def test_int8_parity_report_compares_with_float_on_held_out_patients(quantized):
     assert set(report["operating_points"]) == {"cost_optimal", "high_sensitivity"}
     assert all(0.0 <= p["triage_agreement"] <= 1.0 for p in report["operating_points"].values())
     assert 0.1 < report["size_ratio"] < 1.0 and report["latency_ratio"] > 0
+
+
+@pytest.mark.slow
+def test_cli_int8_writes_both_models_with_manifests_and_reports(tmp_path):
+    data = write_circor_folder(tmp_path / "circor", n_patients=130, seed=7, sites=("MV",))
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    assert pcg_train(["--data", str(data), "--model", "hyper", "--folds", "5", "--epochs", "1", "--out", str(run),
+                      "--cache", str(cache), "--eval-crops", "2", "--quiet"]) == 0
+    out = tmp_path / "m.onnx"
+    assert pcg_export([str(run), "--out", str(out), "--cache", str(cache), "--int8"]) in (0, 1)  # 1: a parity target missed
+    summary = json.loads((tmp_path / "m.export.json").read_text())
+    assert set(summary["written"]) == {"float", "int8_cpu", "int8_tensorrt"}
+    assert summary["cpu_model"] in ("m.onnx", "m.int8-cpu.onnx")
+    for name in ("m.int8-cpu", "m.int8-tensorrt"):
+        manifest = verify_model_file(tmp_path / f"{name}.onnx")
+        assert manifest.inference["variant"]["precision"] == "int8"
+        report = json.loads((tmp_path / f"{name}.parity.json").read_text())
+        assert report["data"]["patients"] == 26 and report["size_ratio"] < 1.0
+    trt = onnx.load(str(tmp_path / "m.int8-tensorrt.onnx"))
+    assert check_tensorrt_compatible(trt) == []
+    assert "alternative_not_kept" in json.loads((tmp_path / "m.int8-cpu.parity.json").read_text())
