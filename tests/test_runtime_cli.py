@@ -45,3 +45,36 @@ def test_missing_device_is_a_clear_error():
     )
     assert done.returncode == 2
     assert "cannot open stethoscope port /dev/nonexistent-stethoscope" in done.stderr
+
+
+def test_recording_with_a_store_keeps_every_site_as_a_wav_and_a_row(tmp_path):
+    from runtime.cli import main
+    from runtime.store import Store
+
+    root = tmp_path / "store"
+    assert main(["--device", "sim", "--seconds", "1.5", "--speed", "40", "--db", str(root), "--consent", "--json"]) == 0
+    with Store.open(root, read_only=True) as store:
+        assert store.query("PRAGMA integrity_check")[0][0] == "ok"
+        (code,) = store.query("SELECT code FROM patients")[0]
+        (session_id,) = store.query("SELECT id FROM sessions")[0]
+        recordings = store.recordings(store.session(session_id))
+        assert store.find_patient(code).code == code
+        assert [r.site for r in recordings] == ["AV", "PV", "TV", "MV"]
+        for rec in recordings:
+            assert (rec.status, rec.samples_written, rec.gaps) == ("complete", 6000, ())
+            audio = store.read_audio(rec)
+            assert audio.rate_hz == 4000 and len(audio.samples) == 6000 and audio.samples.std() > 100
+        kinds = [k for (k,) in store.query("SELECT kind FROM device_events ORDER BY seq")]
+        assert kinds == ["device_connected", "link_counters"]
+
+
+def test_storing_without_consent_is_refused_before_anything_is_recorded(tmp_path, capsys):
+    import pytest
+
+    from runtime.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--device", "sim", "--db", str(tmp_path / "store")])
+    assert stop.value.code == 2
+    assert "--consent" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()
