@@ -3,10 +3,8 @@
     load_source(path) -> ExportSource (the EnsembleGraph, the checkpoints, the run's metrics.json)
 
 The graph is trainer.inference.EnsembleGraph: crop averaging, fold ensemble and Platt calibration
-in one module. One metadata vector feeds every fold, but each fold standardized height and weight
-with its own training statistics; when those differ, each fold model is wrapped so that it
-re-standardizes the z-scores it receives (encoded with the first fold's statistics, which the
-manifest states) into its own, exactly as it was trained and evaluated.
+in one module, built by trainer.inference.ensemble_from (which also reconciles the folds' metadata
+statistics: demographics are encoded with the first fold's, which the manifest states).
 """
 
 from __future__ import annotations
@@ -16,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from runtime.dsp.config import FrontEndConfig
-from runtime.metadata import METADATA_FEATURES, Z_CLIP, MetadataStats
-from trainer.inference import EnsembleGraph, load_checkpoint
+from runtime.metadata import MetadataStats
+from trainer.inference import EnsembleGraph, ensemble_from, load_checkpoint
 
 
 class SourceError(ValueError):
@@ -88,34 +85,6 @@ class ExportSource:
         return x, site_mask, torch.zeros(batch, c["metadata_dim"])
 
 
-class Restandardized(nn.Module):
-    """A fold model fed metadata z-scores made with `given` stats while it was trained with `own`."""
-
-    def __init__(self, model: nn.Module, given: MetadataStats, own: MetadataStats):
-        super().__init__()
-        self.model, self.config = model, model.config
-        dim = len(METADATA_FEATURES)
-        scale, shift = torch.ones(dim), torch.zeros(dim)
-        numeric, indicator = torch.zeros(dim, dtype=torch.bool), torch.zeros(dim, dtype=torch.long)
-        for name, g_mean, g_std, o_mean, o_std in (
-            ("height", given.height_mean, given.height_std, own.height_mean, own.height_std),
-            ("weight", given.weight_mean, given.weight_std, own.weight_mean, own.weight_std),
-        ):
-            i = METADATA_FEATURES.index(f"{name}_z")
-            scale[i], shift[i] = g_std / o_std, (g_mean - o_mean) / o_std
-            numeric[i], indicator[i] = True, METADATA_FEATURES.index(f"{name}_missing")
-        self.register_buffer("scale", scale)
-        self.register_buffer("shift", shift)
-        self.register_buffer("numeric", numeric)
-        self.register_buffer("indicator", indicator)
-
-    def forward(self, x: torch.Tensor, site_mask: torch.Tensor, metadata: torch.Tensor):
-        # a missing value encodes as 0 with its indicator set, and must stay 0
-        present = self.numeric & (metadata.index_select(1, self.indicator) < 0.5)
-        z = (metadata * self.scale + self.shift).clamp(-Z_CLIP, Z_CLIP)
-        return self.model(x, site_mask, torch.where(present, z, metadata))
-
-
 def _read_run(run_dir: Path) -> dict | None:
     path = run_dir / "metrics.json"
     if not path.is_file():
@@ -147,11 +116,5 @@ def load_source(path: Path) -> ExportSource:
     configs = {json.dumps(c["model_config"], sort_keys=True) for c in checkpoints}
     if len(configs) > 1:
         raise SourceError(f"{path}: the folds have different model configs; export one fold's model.pt instead")
-    given = MetadataStats.from_dict(checkpoints[0]["metadata_stats"])
-    models = []
-    for model, checkpoint in loaded:
-        own = MetadataStats.from_dict(checkpoint["metadata_stats"])
-        uses_metadata = checkpoint["model_config"]["metadata_path"] != "primary"
-        models.append(Restandardized(model, given, own).eval() if uses_metadata and own != given else model)
-    graph = EnsembleGraph(models, [(c["platt"]["a"], c["platt"]["b"]) for c in checkpoints]).eval()
+    graph = ensemble_from(loaded)
     return ExportSource(path, graph, checkpoints, [p.parent for p in fold_paths], run_dir, _read_run(run_dir))

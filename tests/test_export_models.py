@@ -18,7 +18,8 @@ from export.data import load_real_data  # noqa: E402
 from export.onnx_model import export_graph  # noqa: E402
 from export.parity import int8_report  # noqa: E402
 from export.quantize import CPU, CPU_LSTM, TENSORRT, float_only_prefixes, quantize  # noqa: E402
-from export.source import Restandardized, load_source  # noqa: E402
+from export.source import load_source  # noqa: E402
+from trainer.inference import Restandardized  # noqa: E402
 from export.tensorrt import check_tensorrt_compatible  # noqa: E402
 from runtime.dsp.config import FrontEndConfig  # noqa: E402
 from runtime.manifest import ManifestError, graph_sha256, verify_model_file  # noqa: E402

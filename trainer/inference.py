@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from runtime.metadata import METADATA_FEATURES, Z_CLIP, MetadataStats
 from trainer.model import ModelConfig, ScreeningModel
 
 
@@ -72,14 +73,54 @@ def load_checkpoint(path: Path) -> tuple[ScreeningModel, dict]:
     return model.eval(), checkpoint
 
 
+class Restandardized(nn.Module):
+    """A fold model fed metadata z-scores made with `given` stats while it was trained with `own`."""
+
+    def __init__(self, model: nn.Module, given: MetadataStats, own: MetadataStats):
+        super().__init__()
+        self.model, self.config = model, model.config
+        dim = len(METADATA_FEATURES)
+        scale, shift = torch.ones(dim), torch.zeros(dim)
+        numeric, indicator = torch.zeros(dim, dtype=torch.bool), torch.zeros(dim, dtype=torch.long)
+        for name, g_mean, g_std, o_mean, o_std in (
+            ("height", given.height_mean, given.height_std, own.height_mean, own.height_std),
+            ("weight", given.weight_mean, given.weight_std, own.weight_mean, own.weight_std),
+        ):
+            i = METADATA_FEATURES.index(f"{name}_z")
+            scale[i], shift[i] = g_std / o_std, (g_mean - o_mean) / o_std
+            numeric[i], indicator[i] = True, METADATA_FEATURES.index(f"{name}_missing")
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
+        self.register_buffer("numeric", numeric)
+        self.register_buffer("indicator", indicator)
+
+    def forward(self, x: torch.Tensor, site_mask: torch.Tensor, metadata: torch.Tensor):
+        # a missing value encodes as 0 with its indicator set, and must stay 0
+        present = self.numeric & (metadata.index_select(1, self.indicator) < 0.5)
+        z = (metadata * self.scale + self.shift).clamp(-Z_CLIP, Z_CLIP)
+        return self.model(x, site_mask, torch.where(present, z, metadata))
+
+
+def ensemble_from(loaded: list[tuple[ScreeningModel, dict]]) -> EnsembleGraph:
+    """Fold models and their checkpoints as one EnsembleGraph. One metadata vector feeds every fold,
+    encoded with the FIRST fold's statistics (the ones a manifest states); a fold trained with other
+    statistics is wrapped in Restandardized so it sees z-scores exactly as in its own training."""
+    given = MetadataStats.from_dict(loaded[0][1]["metadata_stats"])
+    models = []
+    for model, checkpoint in loaded:
+        own = MetadataStats.from_dict(checkpoint["metadata_stats"])
+        uses_metadata = checkpoint["model_config"]["metadata_path"] != "primary"
+        models.append(Restandardized(model, given, own).eval() if uses_metadata and own != given else model)
+    return EnsembleGraph(models, [(c["platt"]["a"], c["platt"]["b"]) for _, c in loaded]).eval()
+
+
 def load_ensemble(run_dir: Path) -> tuple[EnsembleGraph, list[dict]]:
-    """Every <run_dir>/*/model.pt (a pcg-train run) as one EnsembleGraph."""
+    """Every <run_dir>/*/model.pt (a pcg-train run) as one EnsembleGraph (see ensemble_from)."""
     paths = sorted(Path(run_dir).glob("*/model.pt"))
     if not paths:
         raise FileNotFoundError(f"{run_dir}: no */model.pt checkpoints (is this a pcg-train --out folder?)")
     loaded = [load_checkpoint(p) for p in paths]
-    graph = EnsembleGraph([m for m, _ in loaded], [(c["platt"]["a"], c["platt"]["b"]) for _, c in loaded])
-    return graph.eval(), [c for _, c in loaded]
+    return ensemble_from(loaded), [c for _, c in loaded]
 
 
 def ensemble_thresholds(checkpoints: list[dict]) -> dict[str, float]:
