@@ -14,13 +14,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from runtime.dsp.config import FrontEndConfig
 from trainer.crossval import build_parser as train_parser
-from trainer.crossval import configs_from_args, load_labelled, make_folds, train_and_report
+from trainer.crossval import configs_from_args, load_and_fold, train_and_report
 from trainer.examples import DataError
 
 
@@ -67,11 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     frontend = FrontEndConfig()
-    cache = args.cache if args.cache is not None else Path("runs") / "feature-cache"
     started = time.perf_counter()
     try:
-        examples, data_report, data_format = load_labelled(args.data, args.task, cache, frontend)
-        folds = make_folds(examples, args.task, args.folds, args.seed)
+        examples, data_report, data_format, folds = load_and_fold(args, frontend)
     except DataError as err:
         print(f"pcg-ablation: {err}", file=sys.stderr)
         return 2

@@ -94,6 +94,13 @@ def load_labelled(data: Path, task: str, cache_dir: Path | None, frontend: Front
     return examples, report, dataset.format
 
 
+def load_and_fold(args: argparse.Namespace, frontend: FrontEndConfig) -> tuple[list[Example], DataReport, str, list[Fold]]:
+    """The labelled examples and folds the command-line arguments ask for; raises DataError."""
+    cache = args.cache if args.cache is not None else Path("runs") / "feature-cache"
+    examples, data_report, data_format = load_labelled(args.data, args.task, cache, frontend)
+    return examples, data_report, data_format, make_folds(examples, args.task, args.folds, args.seed)
+
+
 def train_and_report(examples: list[Example], folds: list[Fold], model_config, train_config, out_dir: Path, resume: bool,
                      data_report: DataReport, settings: dict, title: str, started: float) -> dict:
     """Cross-validate one model and write its metrics.json, report.md and plots; returns the summary."""
@@ -163,11 +170,9 @@ def configs_from_args(args: argparse.Namespace, frontend: FrontEndConfig):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     frontend = FrontEndConfig()
-    cache = args.cache if args.cache is not None else Path("runs") / "feature-cache"
     started = time.perf_counter()
     try:
-        examples, data_report, data_format = load_labelled(args.data, args.task, cache, frontend)
-        folds = make_folds(examples, args.task, args.folds, args.seed)
+        examples, data_report, data_format, folds = load_and_fold(args, frontend)
     except DataError as err:
         print(f"pcg-train: {err}", file=sys.stderr)
         return 2
