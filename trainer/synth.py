@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge import heart
-from firmware_bridge.heart import HeartProfile, Murmur
+from firmware_bridge.heart import Murmur
 from runtime.formats.circor import MURMUR_DESCRIPTION_FIELDS, write_circor
 from runtime.records import AGE_GROUPS, Audio, Demographics, Patient, RecordingData, Segment
 from runtime.sites import GUIDED_SITES, OTHER_SITE, SITES
