@@ -31,6 +31,7 @@ from runtime.dsp import FrontEndConfig, compute_features
 from runtime.records import Audio
 
 FULL_SCALE = 32768.0
+_EXACT_BLOCK = 1 << 20  # int16 samples whose float64 sum of squares stays below 2**53
 REASONS: tuple[str, ...] = ("too_short", "clipping", "flat", "disconnected", "heart_rate")
 
 
@@ -129,7 +130,9 @@ class QualityMonitor:
     push(samples, frames) takes each int16 chunk at `rate_hz` and the front-end frames it completed
     (float32 [config.n_freq, k], k may be 0; the two need not line up) and returns a LiveReading;
     result(site) gives the SiteQuality of everything pushed. The per-chunk cost is a few vector
-    operations; the frames are reduced to one envelope value each and not kept.
+    operations on the samples and a copy of the frames' envelope rows (those up to envelope_max_hz,
+    16 of 48 at the defaults: 2 kB per second); the envelope and its autocorrelation are computed
+    once, in result(), from all of them together, so chunking cannot change the answer.
     """
 
     def __init__(self, rate_hz: int, config: FrontEndConfig, thresholds: QualityThresholds = QualityThresholds()):
@@ -149,7 +152,7 @@ class QualityMonitor:
         # Integer sums, so the result does not depend on how the samples were chunked.
         self._n = self._sum = self._sum_sq = self._clipped = self._peak = 0
         self._min, self._max = 32767, -32768
-        self._envelope: list[np.ndarray] = []
+        self._low_rows: list[np.ndarray] = []  # frames' rows up to envelope_max_hz, per push
 
     def push(self, samples: np.ndarray, frames: np.ndarray) -> LiveReading:
         """Feed one chunk: int16 samples [n] and the frames [n_freq, k] the front-end gave for it."""
@@ -160,15 +163,20 @@ class QualityMonitor:
         if frames.ndim != 2 or frames.shape[0] != self.config.n_freq:
             raise ValueError(f"expected frames [{self.config.n_freq}, k] from the front-end, got shape {frames.shape}")
         if frames.shape[1]:
-            self._envelope.append(self._envelope_of(frames))
+            self._low_rows.append(frames[: self._envelope_rows].copy())
         level = -math.inf
         clipping = False
         if len(samples):
-            wide = samples.astype(np.int64)
-            total, total_sq = int(wide.sum()), int(wide @ wide)
-            low, high = int(wide.min()), int(wide.max())
+            total = total_sq = clipped = 0
+            for start in range(0, len(samples), _EXACT_BLOCK):
+                # float64 sums of at most _EXACT_BLOCK int16 values (and squares) are exact integers.
+                block = samples[start : start + _EXACT_BLOCK].astype(np.float64)
+                total += int(block.sum())
+                total_sq += int(block @ block)
+            low, high = int(samples.min()), int(samples.max())
             peak = max(-low, high)
-            clipped = int(np.count_nonzero(np.abs(wide) >= self._clip_lsb)) if peak >= self._clip_lsb else 0
+            if peak >= self._clip_lsb:
+                clipped = int(np.count_nonzero(np.abs(samples.astype(np.int32)) >= self._clip_lsb))
             self._n += len(samples)
             self._sum += total
             self._sum_sq += total_sq
@@ -193,7 +201,7 @@ class QualityMonitor:
         seconds = self._n / self.rate_hz
         rms_dbfs = _dbfs(self._n, self._sum, self._sum_sq)
         clipped_fraction = self._clipped / self._n if self._n else 0.0
-        envelope = np.concatenate(self._envelope) if self._envelope else np.zeros(0)
+        envelope = band_envelope(np.concatenate(self._low_rows, axis=1)) if self._low_rows else np.zeros(0)
         bpm, periodicity = heart_rate(envelope, 1.0 / self.config.frame_period_s, th)
         contrast = envelope_contrast(envelope)
 
@@ -232,14 +240,6 @@ class QualityMonitor:
             envelope_contrast=contrast,
         )
 
-    def _envelope_of(self, frames: np.ndarray) -> np.ndarray:
-        """sqrt of the power summed over the envelope rows, per frame: float64 [k].
-
-        Summed row by row, so each frame's value does not depend on how many frames came with it."""
-        power = np.exp(frames[0].astype(np.float64))
-        for row in frames[1 : self._envelope_rows]:
-            power += np.exp(row.astype(np.float64))
-        return np.sqrt(power)
 
 
 def assess(
@@ -296,6 +296,11 @@ def heart_rate(envelope: np.ndarray, frame_rate_hz: float, thresholds: QualityTh
     curvature = left - 2.0 * mid + right
     offset = 0.5 * (left - right) / curvature if curvature < 0.0 else 0.0
     return 60.0 * frame_rate_hz / (best + offset), float(mid)
+
+
+def band_envelope(log_power: np.ndarray) -> np.ndarray:
+    """Beat envelope of pooled ln-power frames [rows, T] (the rows to sum): sqrt of the summed power, float64 [T]."""
+    return np.sqrt(np.exp(log_power.astype(np.float64)).sum(axis=0))
 
 
 def envelope_contrast(envelope: np.ndarray) -> float:
