@@ -295,7 +295,7 @@ def heart_rate(envelope: np.ndarray, frame_rate_hz: float, thresholds: QualityTh
     left, mid, right = ac[best - 1], ac[best], ac[best + 1]
     curvature = left - 2.0 * mid + right
     offset = 0.5 * (left - right) / curvature if curvature < 0.0 else 0.0
-    return 60.0 * frame_rate_hz / (best + offset), float(mid)
+    return float(60.0 * frame_rate_hz / (best + offset)), float(mid)
 
 
 def band_envelope(log_power: np.ndarray) -> np.ndarray:
