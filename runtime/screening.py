@@ -1,0 +1,372 @@
+"""One screening box: a stethoscope link, the store and the model, used one patient at a time.
+
+`ScreeningBox` is what the terminal program and the kiosk share. Its methods block and are called
+from one thread; what happens meanwhile is told to `listener` as plain JSON-able dicts:
+
+    {"type": "device", "state": "connected" | "disconnected" | "reconnected", **device_status()}
+    {"type": "level", "site", "elapsed_s", "seconds", "rms_dbfs", "meter", "clipping", "waveform"}
+    {"type": "site_done", "site", "recording_id", "seconds", "samples_lost", "quality"}
+    {"type": "result", **TriageResult.to_dict()}
+
+Audio is processed as it arrives: each chunk goes to the WAV file (made durable every second by
+the store), through the streaming front-end (resample + pooled spectrogram) and the quality monitor;
+nothing is recomputed at the end. An unplugged stethoscope is reopened with backoff; the samples
+missed meanwhile are stored as a gap of the recording, which then goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from firmware_bridge import protocol
+from firmware_bridge.host import DeviceSession, Disconnected, LinkError
+from runtime.dsp import FrontEndConfig, FrontEndStream, compute_features
+from runtime.metadata import check_demographics
+from runtime.quality import QualityMonitor, SiteQuality, assess
+from runtime.records import Demographics
+from runtime.sites import GUIDED_SITES, SITES
+from runtime.store import InvalidDemographicsError, Store, new_patient_code
+from runtime.triage import TriageResult, decide, model_limits, model_summary, score_patient
+
+#: Audio discarded after moving to a site: frames still in flight from the previous site, and the
+#: contact noise of placing the chest piece.
+SETTLE_S = 0.25
+#: Live level updates per second sent to the listener.
+LEVEL_RATE_HZ = 10.0
+#: Points of waveform per level update (signed peaks of the new audio).
+WAVEFORM_POINTS = 64
+
+
+class ScreeningError(Exception):
+    """A screening step cannot go on (the message says why and what was kept)."""
+
+
+@dataclass
+class SiteRecording:
+    site: str
+    recording_id: str | None  # None when nothing is stored (no consent / no store)
+    seconds: float
+    samples_lost: int
+    quality: SiteQuality
+    features: np.ndarray = field(repr=False)  # [n_freq, T] pooled log spectrogram
+
+    def to_dict(self) -> dict:
+        return {"site": self.site, "recording_id": self.recording_id, "seconds": round(self.seconds, 3),
+                "samples_lost": self.samples_lost, "quality": self.quality.to_dict()}
+
+
+@dataclass
+class Visit:
+    patient_code: str
+    patient_id: str | None
+    session_id: str | None
+    demographics: Demographics
+    sites: dict[str, SiteRecording] = field(default_factory=dict)
+    resumed: bool = False
+    result: TriageResult | None = None
+
+
+class ScreeningBox:
+    def __init__(
+        self,
+        device: str,
+        *,
+        store: Store | None = None,
+        model=None,
+        baud: int = 921600,
+        seconds_per_site: float = 10.0,
+        operating_point: str | None = None,
+        listener: Callable[[dict], None] | None = None,
+        max_outage_s: float = 60.0,
+        settle_s: float = SETTLE_S,
+    ) -> None:
+        if seconds_per_site <= 0:
+            raise ValueError(f"seconds_per_site must be positive, got {seconds_per_site}")
+        self.device = device
+        self.store = store
+        self.model = model
+        self.baud = baud
+        self.seconds_per_site = seconds_per_site
+        self.listener = listener
+        self.max_outage_s = max_outage_s
+        self.settle_s = settle_s
+        self.config = FrontEndConfig.from_dict(model.manifest.frontend) if model is not None else FrontEndConfig()
+        if model is not None:
+            from runtime.triage import operating_point as _point
+
+            self.operating_point = _point(model.manifest, operating_point)[0]
+            self._model_record = store.register_model(model.manifest) if store is not None else None
+        else:
+            self.operating_point = operating_point
+            self._model_record = None
+        self.session: DeviceSession | None = None
+        self.battery_pct: int | None = None
+        self.connected = False
+        self.reconnects = 0
+
+    # -- device ----------------------------------------------------------------------------------
+
+    def connect(self) -> dict:
+        """Open the port and start the stethoscope; raises firmware_bridge.host.LinkError subclasses
+        (wrong sample rate, unknown protocol version, no answer) with their messages."""
+        self.session = DeviceSession(self.device, baudrate=self.baud).open()
+        try:
+            info = self.session.connect()
+        except LinkError:
+            self.session.close()
+            self.session = None
+            raise
+        self.connected = True
+        self._log("device_connected", {"port": self.device, "firmware": list(info.firmware), "rate_hz": info.rate_hz})
+        if self.model is not None:
+            self._log("model_loaded", {"model": self.model.manifest.model_name, "provider": self.model.provider,
+                                       "graph_sha256": self.model.manifest.graph_sha256})
+        self._emit({"type": "device", "state": "connected", **self.device_status()})
+        return self.device_status()
+
+    def device_status(self) -> dict:
+        info = self.session.info if self.session is not None else None
+        stats = self.session.decoder.stats if self.session is not None else None
+        return {
+            "connected": self.connected,
+            "port": self.device,
+            "firmware": ".".join(map(str, info.firmware)) if info else None,
+            "rate_hz": info.rate_hz if info else None,
+            "battery_pct": self.battery_pct,
+            "frames_ok": stats.frames_ok if stats else 0,
+            "crc_errors": stats.crc_errors if stats else 0,
+            "gaps": stats.gaps if stats else 0,
+            "samples_lost": stats.samples_lost if stats else 0,
+            "reconnects": self.reconnects,
+        }
+
+    def close(self) -> None:
+        if self.session is not None:
+            if self.store is not None and self.connected:
+                self._log("link_counters", self.session.decoder.stats.as_dict())
+            self.session.__exit__(None, None, None)
+            self.session = None
+        self.connected = False
+
+    def __enter__(self) -> ScreeningBox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- patients --------------------------------------------------------------------------------
+
+    def begin_patient(self, demographics: Demographics, *, consent: bool) -> Visit:
+        """A new patient under a generated code. With a store and consent, the patient and the visit
+        are stored; without consent nothing is stored (the screening still runs). Implausible
+        demographics raise InvalidDemographicsError listing every field; nothing is stored then."""
+        problems = check_demographics(demographics)
+        if problems:
+            raise InvalidDemographicsError(problems)
+        if self.store is not None and consent:
+            patient = self.store.new_patient(demographics, consent=True)
+            session = self.store.start_session(patient)
+            return Visit(patient.code, patient.id, session.id, demographics)
+        return Visit(new_patient_code(), None, None, demographics)
+
+    def resumable(self) -> list:
+        """Visits left open by a crash or power cut (runtime.store.InterruptedSession), newest last."""
+        return self.store.resume() if self.store is not None else []
+
+    def resume_visit(self, interrupted) -> Visit:
+        """Continue an interrupted visit: its completed recordings are read back from their WAV
+        files (features and quality recomputed: the stored audio is the record); the recording that
+        was cut short stays stored as interrupted and its site is recorded again."""
+        patient = interrupted.patient
+        visit = Visit(patient.code, patient.id, interrupted.session.id, patient.demographics, resumed=True)
+        for record in interrupted.recordings:
+            if record.status != "complete" or record.samples_written == 0:
+                continue
+            audio = self.store.read_audio(record)
+            features = compute_features(audio, self.config)
+            quality = assess(audio, record.site, self.config, features=features)
+            lost = sum(count for _, count in record.gaps)
+            visit.sites[record.site] = SiteRecording(record.site, record.id, audio.duration_s, lost, quality, features)
+        self._log("session_resumed", {"patient": patient.code, "sites_kept": sorted(visit.sites)}, visit)
+        return visit
+
+    def remaining_sites(self, visit: Visit) -> list[str]:
+        return [s for s in GUIDED_SITES if s not in visit.sites]
+
+    # -- recording -------------------------------------------------------------------------------
+
+    def record_site(self, visit: Visit, site: str, *, seconds: float | None = None,
+                    cancel: threading.Event | None = None) -> SiteRecording:
+        """Record `seconds` (default seconds_per_site) at `site`; calling it again for a site is a
+        retake (the earlier recording stays stored, the new one is used). `cancel` stops early:
+        what was recorded is kept as an interrupted recording and ScreeningError is raised."""
+        if site not in SITES:
+            raise ValueError(f"unknown site {site!r}; sites are {', '.join(SITES)}")
+        if self.session is None:
+            raise ScreeningError("the stethoscope is not connected: call connect() first")
+        seconds = self.seconds_per_site if seconds is None else seconds
+        rate_hz = self.session.info.rate_hz
+        self.session.set_site(site)
+        stream = FrontEndStream(self.config, rate_hz)
+        monitor = QualityMonitor(rate_hz, self.config)
+        settle, wanted = int(self.settle_s * rate_hz), int(round(seconds * rate_hz))
+        skipped = kept = lost = 0
+        frames: list[np.ndarray] = []
+        writer = None
+        pending: list[np.ndarray] = []
+        next_level = time.monotonic()
+        deadline = time.monotonic() + 5.0 + 2.0 * (self.settle_s + seconds)
+        try:
+            while kept < wanted:
+                if cancel is not None and cancel.is_set():
+                    raise ScreeningError(f"recording at {site} cancelled after {kept / rate_hz:.1f} s; what was "
+                                         "recorded is kept")
+                if time.monotonic() > deadline:
+                    raise ScreeningError(f"the stethoscope sent only {kept / rate_hz:.1f} s of {seconds:g} s at "
+                                         f"{site}; what was recorded is kept")
+                events, outage_s = self._read(visit)
+                deadline += outage_s
+                for event in events:
+                    if isinstance(event, protocol.Status):
+                        self.battery_pct = event.battery_pct
+                    elif isinstance(event, protocol.Gap) and kept:
+                        lost += event.count
+                        if writer is not None:
+                            writer.note_gap(event.first_missing, event.count)
+                    elif isinstance(event, protocol.AudioChunk):
+                        samples, first_index = event.samples, event.first_index
+                        if skipped < settle:
+                            take = min(settle - skipped, len(samples))
+                            skipped += take
+                            samples, first_index = samples[take:], first_index + take
+                        samples = samples[: wanted - kept]
+                        if len(samples) == 0:
+                            continue
+                        if self.store is not None and visit.session_id is not None and writer is None:
+                            writer = self.store.start_recording(self.store.session(visit.session_id), site, rate_hz,
+                                                                first_sample_index=first_index)
+                        if writer is not None:
+                            writer.append(samples)
+                        kept += len(samples)
+                        chunk = stream.push(samples)
+                        frames.append(chunk)
+                        reading = monitor.push(samples, chunk)
+                        pending.append(samples)
+                        if time.monotonic() >= next_level or kept >= wanted:
+                            self._emit_level(site, kept / rate_hz, seconds, reading, pending)
+                            pending = []
+                            next_level = time.monotonic() + 1.0 / LEVEL_RATE_HZ
+        except BaseException as exc:
+            if writer is not None:
+                writer.abort("operator_cancel" if isinstance(exc, ScreeningError) and cancel is not None
+                             and cancel.is_set() else f"error: {type(exc).__name__}")
+            raise
+        last = stream.flush()
+        frames.append(last)
+        if last.shape[1]:
+            monitor.push(np.zeros(0, dtype=np.int16), last)
+        record = writer.close() if writer is not None else None
+        quality = monitor.result(site)
+        features = np.concatenate(frames, axis=1)
+        recording = SiteRecording(site, record.id if record else None, kept / rate_hz, lost, quality, features)
+        visit.sites[site] = recording
+        visit.result = None
+        self._emit({"type": "site_done", **recording.to_dict()})
+        return recording
+
+    def _read(self, visit: Visit) -> tuple[list, float]:
+        """Events from the link; on an unplug, reopen with backoff. Returns (events, seconds away)."""
+        try:
+            return self.session.read(), 0.0
+        except Disconnected as exc:
+            return [], self._reconnect(visit, str(exc))
+
+    def _reconnect(self, visit: Visit, why: str) -> float:
+        started = time.monotonic()
+        self.connected = False
+        self._log("device_disconnected", {"port": self.device, "error": why}, visit)
+        self._emit({"type": "device", "state": "disconnected", "error": why, **self.device_status()})
+        delay = 0.05
+        while True:
+            try:
+                self.session.reconnect(timeout_s=delay)
+                break
+            except Disconnected as exc:
+                if time.monotonic() - started > self.max_outage_s:
+                    raise ScreeningError(f"the stethoscope has been unplugged for more than {self.max_outage_s:g} s "
+                                         f"({exc}); what was recorded is kept") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        away = time.monotonic() - started
+        self.connected = True
+        self.reconnects += 1
+        self._log("device_reconnected", {"port": self.device, "away_s": round(away, 3)}, visit)
+        self._emit({"type": "device", "state": "reconnected", "away_s": round(away, 3), **self.device_status()})
+        return away
+
+    # -- result ----------------------------------------------------------------------------------
+
+    def finish(self, visit: Visit) -> TriageResult:
+        """Triage the visit on what was recorded, store the result and close the visit."""
+        if not visit.sites:
+            raise ScreeningError("no site was recorded: nothing to screen")
+        features = {s: r.features for s, r in visit.sites.items()}
+        quality = {s: r.quality for s, r in visit.sites.items()}
+        missing = tuple(s for s in GUIDED_SITES if s not in visit.sites)
+        if self.model is None:
+            result = decide(None, quality, None, missing_sites=missing)
+        else:
+            manifest = self.model.manifest
+            score = score_patient(self.model, features, visit.demographics, self.config)
+            notes = model_limits(manifest, visit.demographics, list(features)) + list(score.notes)
+            result = decide(score, quality, manifest, self.operating_point, missing_sites=missing, notes=notes,
+                            model_info=model_summary(manifest, self.model.provider))
+        if self.store is not None and visit.session_id is not None:
+            session = self.store.session(visit.session_id)
+            if result.decision is not None:
+                self.store.save_result(session, decision=result.decision, probability=result.probability,
+                                       reason=result.reason, site_contributions=result.site_contributions,
+                                       model=self._model_record, operating_point=result.operating_point,
+                                       threshold=result.threshold)
+            if self.session is not None:
+                self._log("link_counters", self.session.decoder.stats.as_dict(), visit)
+            if session.status == "open":
+                self.store.close_session(session)
+        visit.result = result
+        self._emit({"type": "result", "patient_code": visit.patient_code, **result.to_dict()})
+        return result
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _emit(self, event: dict) -> None:
+        if self.listener is not None:
+            self.listener(event)
+
+    def _emit_level(self, site: str, elapsed_s: float, seconds: float, reading, pending: list[np.ndarray]) -> None:
+        if self.listener is None:
+            return
+        self._emit({"type": "level", "site": site, "elapsed_s": round(elapsed_s, 3), "seconds": seconds,
+                    "rms_dbfs": round(max(float(reading.level_dbfs), -120.0), 1), "meter": round(float(reading.meter), 3),
+                    "clipping": round(float(reading.clipped_fraction), 4), "waveform": waveform(pending)})
+
+    def _log(self, kind: str, detail: dict, visit: Visit | None = None) -> None:
+        if self.store is None:
+            return
+        session = self.store.session(visit.session_id) if visit is not None and visit.session_id else None
+        self.store.log_event(kind, detail, session=session)
+
+
+def waveform(chunks: list[np.ndarray], points: int = WAVEFORM_POINTS) -> list[float]:
+    """The signed peak of each of `points` equal slices of the new audio, in [-1, 1]."""
+    if not chunks:
+        return []
+    audio = np.concatenate(chunks).astype(np.float32) / 32768.0
+    if len(audio) < points:
+        return [round(float(v), 4) for v in audio]
+    slices = np.array_split(audio, points)
+    return [round(float(s[np.argmax(np.abs(s))]), 4) for s in slices]

@@ -1,0 +1,177 @@
+"""Triage: what the quality gate said about each site and what the model said about the patient,
+turned into REFER / NO_REFER / RETAKE with the reason, at a named operating point of the manifest.
+
+Two rules are decided here and nowhere else:
+
+- Sites the model never heard in training. A model trained on PhysioNet 2016 knows one slot only,
+  "Phc" (recordings of unknown location). Its weights are shared across sites, but the site
+  embeddings of AV, PV, TV and MV were never trained. So each recorded site is then scored on its
+  own as an unknown-location recording, the way the model was evaluated, and the patient's logit is
+  the mean of the sites' logits; the per-site probabilities are the site contributions. The result
+  says so (`unused`).
+- RETAKE. When the quality gate fails any site, the decision is RETAKE with the gate's reasons; the
+  probability on what there is is still given, never hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from runtime.dsp import FrontEndConfig, assemble_patient
+from runtime.manifest import DISCLAIMER, ModelManifest
+from runtime.records import Demographics
+from runtime.sites import SITES
+
+DECISIONS = ("REFER", "NO_REFER", "RETAKE")
+UNKNOWN_SITE = "Phc"
+
+
+@dataclass(frozen=True)
+class Score:
+    """The model's view of one patient."""
+
+    probability: float
+    logit: float
+    site_contributions: dict[str, float]  # per-site weight (fusion) or per-site probability (scored alone)
+    contribution_kind: str  # "fusion_weight" or "site_probability"
+    murmur: dict[str, float] | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TriageResult:
+    decision: str | None  # one of DECISIONS; None only when no model is loaded
+    reason: str
+    probability: float | None = None
+    site_contributions: dict[str, float] = field(default_factory=dict)
+    contribution_kind: str | None = None
+    operating_point: str | None = None
+    threshold: float | None = None
+    model: dict | None = None  # name, graph_sha256, provider, provenance summary
+    unused: tuple[str, ...] = ()  # what the model could not use, in sentences
+    quality: dict[str, dict] = field(default_factory=dict)  # site -> SiteQuality.to_dict()
+    murmur: dict[str, float] | None = None
+    disclaimer: str = DISCLAIMER
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["unused"] = list(self.unused)
+        return data
+
+
+def model_summary(manifest: ModelManifest, provider: str | None = None) -> dict:
+    """The provenance a result shows: which model, trained on what, measured how."""
+    pooled = {}
+    for label, block in _metric_blocks(manifest.metrics):
+        auroc = block.get("auroc") if isinstance(block, dict) else None
+        if isinstance(auroc, (int, float)):
+            pooled[label] = round(float(auroc), 3)
+    return {
+        "name": manifest.model_name,
+        "graph_sha256": manifest.graph_sha256,
+        "created_utc": manifest.created_utc,
+        "task": manifest.task,
+        "architecture": manifest.architecture,
+        "training_data": manifest.training_data.get("dataset") if isinstance(manifest.training_data, dict) else None,
+        "auroc": pooled,
+        "provider": provider,
+    }
+
+
+def _metric_blocks(metrics: dict):
+    """(label, pooled metrics) for each cross-validation block the manifest carries."""
+    if not isinstance(metrics, dict):
+        return
+    if isinstance(metrics.get("pooled"), dict):
+        yield metrics.get("measured_as", "cross-validated").split(" (")[0], metrics["pooled"]
+    for name, block in metrics.items():
+        if isinstance(block, dict) and isinstance(block.get("pooled"), dict):
+            yield block.get("measured_as", name).split(" (")[0], block["pooled"]
+
+
+def model_limits(manifest: ModelManifest, demographics: Demographics | None, sites: list[str]) -> list[str]:
+    """Sentences for the operator: what was recorded that this model cannot use."""
+    notes = []
+    known = demographics is not None and any(v is not None for v in asdict(demographics).values())
+    if not manifest.uses_metadata:
+        notes.append("the model was trained without demographics: age group, sex, height, weight and pregnancy "
+                     "do not change its result" + (" (they are stored with the patient)" if known else ""))
+    untrained = [s for s in sites if s not in manifest.sites_trained]
+    if untrained:
+        if set(manifest.sites_trained) == {UNKNOWN_SITE}:
+            notes.append(f"the model was trained on recordings of unknown chest location only: {', '.join(untrained)} "
+                         "were each scored as such a recording and the patient's score is their mean")
+        else:
+            notes.append(f"the model never heard {', '.join(untrained)} in training: their input may be less reliable")
+    return notes
+
+
+def score_patient(model, site_features: Mapping[str, np.ndarray], demographics: Demographics | None,
+                  config: FrontEndConfig) -> Score:
+    """Run `model` (runtime.inference.Model) on one patient's per-site features [n_freq, T]."""
+    sites = [s for s in SITES if s in site_features]
+    if not sites:
+        raise ValueError("no site has audio to score")
+    manifest = model.manifest
+    alone = set(manifest.sites_trained) == {UNKNOWN_SITE} and any(s != UNKNOWN_SITE for s in sites)
+    if not alone:
+        tensor = assemble_patient(((s, 0, site_features[s]) for s in sites), config)
+        prediction = model.predict(tensor, demographics)
+        contributions = {s: float(prediction.site_contributions.get(s, 0.0)) for s in sites}
+        return Score(float(prediction.probability), float(prediction.logit), contributions, "fusion_weight",
+                     prediction.murmur)
+    tensors = [assemble_patient([(UNKNOWN_SITE, 0, site_features[s])], config) for s in sites]
+    predictions = model.predict_batch(tensors, [demographics] * len(tensors))
+    logits = [float(p.logit) for p in predictions]
+    mean_logit = float(np.mean(logits))
+    murmur = None
+    if all(p.murmur for p in predictions):
+        murmur = {k: float(np.mean([p.murmur[k] for p in predictions])) for k in predictions[0].murmur}
+    return Score(_sigmoid(mean_logit), mean_logit, {s: float(p.probability) for s, p in zip(sites, predictions)},
+                 "site_probability", murmur)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def operating_point(manifest: ModelManifest, name: str | None = None) -> tuple[str, float]:
+    """(name, threshold) of the named operating point, or the manifest's default."""
+    name = name or manifest.default_operating_point
+    if name not in manifest.operating_points:
+        raise ValueError(f"operating point {name!r} is not in the model's manifest; it has "
+                         f"{', '.join(sorted(manifest.operating_points))}")
+    return name, float(manifest.operating_points[name].threshold)
+
+
+def decide(score: Score | None, quality: Mapping[str, object], manifest: ModelManifest | None,
+           point: str | None = None, *, missing_sites: tuple[str, ...] = (), notes: list[str] | None = None,
+           model_info: dict | None = None) -> TriageResult:
+    """The triage for one patient. `quality` maps site -> runtime.quality.SiteQuality;
+    `missing_sites` are guided sites that were not recorded at all (a RETAKE)."""
+    quality_dicts = {s: q.to_dict() for s, q in quality.items()}
+    failed = {s: q for s, q in quality.items() if not q.ok}
+    retake_reasons = [f"retake {s}: {'; '.join(q.messages) or ', '.join(q.reasons)}" for s, q in failed.items()]
+    retake_reasons += [f"{s} was not recorded" for s in missing_sites]
+    common = dict(quality=quality_dicts, unused=tuple(notes or ()), model=model_info)
+    if score is not None:
+        common.update(probability=score.probability, site_contributions=score.site_contributions,
+                      contribution_kind=score.contribution_kind, murmur=score.murmur)
+    if manifest is not None and score is not None:
+        name, threshold = operating_point(manifest, point)
+        common.update(operating_point=name, threshold=threshold)
+    if retake_reasons:
+        return TriageResult("RETAKE", reason="; ".join(retake_reasons), **common)
+    if manifest is None or score is None:
+        return TriageResult(None, reason="no model is loaded: the recording is stored, no screening decision was made",
+                            **common)
+    name, threshold = common["operating_point"], common["threshold"]
+    if score.probability >= threshold:
+        return TriageResult("REFER", reason=f"probability {score.probability:.2f} is at or above the {name} "
+                                            f"threshold {threshold:.2f}: refer to a specialist", **common)
+    return TriageResult("NO_REFER", reason=f"probability {score.probability:.2f} is below the {name} threshold "
+                                           f"{threshold:.2f}: no referral needed", **common)
