@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -106,6 +107,17 @@ def test_steady_noise_without_beats_has_no_heart_rate(seed):
     quality = assess(Audio(noise, RATE_HZ), "AV", CONFIG)
     assert quality.reasons == ("heart_rate",)
     assert quality.envelope_contrast < QualityThresholds().min_envelope_contrast
+
+
+@pytest.mark.parametrize("kind, reason", [("clipped", "clipping"), ("flat", "heart_rate")])
+def test_the_simulators_unusable_recordings_are_retaken(kind, reason):
+    # The simulator's "flat" sensor still picks up mains hum and contact bumps (about -52 dBFS, as
+    # loud as the quietest real recordings), so it is its beatless envelope that fails it.
+    rng = np.random.default_rng(3)
+    profile = replace(random_profile(rng, "Child"), unusable=kind)
+    samples, _ = synthesize(profile, "MV", 12.0, RATE_HZ, rng)
+    quality = assess(Audio(to_pcm16(samples), RATE_HZ), "MV", CONFIG)
+    assert reason in quality.reasons
 
 
 @lru_cache(maxsize=None)
