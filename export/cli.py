@@ -1,13 +1,18 @@
 """pcg-export: a pcg-train run (or one fold's model.pt) -> ONNX with manifest, INT8 variants, TensorRT engine.
 
     pcg-export RUN_OR_CHECKPOINT --out model.onnx [--int8] [--calibration DATA_DIR] [--tensorrt] [--opset N]
+               [--lodo-run LODO_RUN] [--reference-ids ID,ID,...]
 
 Writes, beside --out:
     model.onnx                 float model, manifest embedded; model.parity.json (vs torch, real data)
     model.int8-cpu.onnx        --int8: ONNX Runtime CPU model; its .parity.json (vs float)
     model.int8-tensorrt.onnx   --int8 / --tensorrt: standard operators, symmetric Q/DQ; its .parity.json
     model.int8-tensorrt.engine --tensorrt: engine for this GPU and TensorRT; .engine.json sidecar manifest
+    model.reference.json       --reference-ids: the model's probabilities on those patients (torch, trainer features)
     model.export.json          what was written, and which model to use where
+
+--lodo-run: a pcg-train --folds lodo run with the same settings; its pooled and per-database figures go
+into the manifest's metrics["leave_one_database_out"] and its command into the manifest's commands.
 
 Real data (the run's own data folder, or --calibration DATA_DIR holding the same patients) gives the
 parity figures and the int8 calibration: see export/data.py for which patients serve which purpose.
@@ -25,12 +30,14 @@ from pathlib import Path
 import onnx
 
 from export.data import MIN_CALIBRATION_PATIENTS, load_real_data
-from export.manifest import build_manifest
+from export.manifest import build_manifest, lodo_metrics
 from export.onnx_model import DEFAULT_OPSET, export_graph, with_manifest
 from export.parity import float_parity, int8_report, paired_latency_ms
 from export.quantize import CPU, CPU_LSTM, TENSORRT, quantize
+from export.reference import reference_outputs
 from export.source import SourceError, load_source
 from export.tensorrt import TensorRTUnavailable, build_engine, check_tensorrt_compatible, require_tensorrt
+from runtime.manifest import graph_sha256
 from trainer.inference import ensemble_thresholds
 
 
@@ -44,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorrt", action="store_true", help="build a TensorRT engine for the GPU here (needs tensorrt and CUDA)")
     p.add_argument("--max-batch", type=int, default=16, help="largest batch of the TensorRT optimization profile")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}: TensorRT 8.5+ and ONNX Runtime 1.13+)")
+    p.add_argument("--lodo-run", type=Path, default=None,
+                   help="pcg-train --folds lodo run of the same settings: its metrics go into the manifest, labelled leave-one-database-out")
+    p.add_argument("--reference-ids", default=None,
+                   help="comma-separated patient ids of the run's data: write their probabilities to <out>.reference.json")
     return p
 
 
@@ -68,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = load_source(args.source)
         float_graph = export_graph(source, args.opset)
-        manifest = build_manifest(source, (command,))
+        lodo = lodo_metrics(source, args.lodo_run) if args.lodo_run else None
+        manifest = build_manifest(source, (command,), lodo=lodo)
         quantizing = args.int8 or args.tensorrt
         data = load_real_data(source, args.calibration, args.cache, min_calibration=MIN_CALIBRATION_PATIENTS if quantizing else 0)
     except (SourceError, ValueError, FileNotFoundError) as err:
@@ -80,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     parity = {"data": {"dataset": data.dataset, "note": data.note}, **float_parity(source, float_bytes, data.evaluation)}
     _write_json(sibling(args.out, ".parity.json"), parity)
     written = {"float": {"path": args.out.name, "use": "ONNX Runtime (CPU or GPU); the reference", "parity": parity["passed"]}}
+    if args.reference_ids:
+        ids = [i.strip() for i in args.reference_ids.split(",") if i.strip()]
+        try:
+            reference = reference_outputs(source, ids, args.calibration, args.cache, graph_sha256(float_bytes))
+        except ValueError as err:
+            print(f"pcg-export: {err}", file=sys.stderr)
+            return 2
+        _write_json(sibling(args.out, ".reference.json"), reference)
+        written["reference"] = {"path": sibling(args.out, ".reference.json").name, "patients": len(ids)}
     failed = [] if parity["passed"] else [f"float parity: max |p_onnx - p_torch| {parity['max_abs_difference']['outcome_probability']:.2e}"]
     print(f"pcg-export: {args.out} ({len(float_bytes) / 1e6:.2f} MB), max |p_onnx - p_torch| "
           f"{parity['max_abs_difference']['outcome_probability']:.1e} over {parity['patients']} patients", file=sys.stderr)
@@ -89,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if quantizing:
         variants = [TENSORRT] if not args.int8 else [CPU, TENSORRT]
         for variant in variants:
-            int8, path, report = _int8_model(source, float_graph, float_bytes, data, variant, thresholds, command, args.out)
+            int8, path, report = _int8_model(source, float_graph, float_bytes, data, variant, thresholds, command, args.out, lodo)
             written[f"int8_{variant.name}"] = {"path": path.name, "use": report["use"], "parity": report["passed"]}
             if not report["passed"]:
                 failed.append(f"int8 {variant.name} parity: AUROC difference {report['auroc_difference']:+.4f}, "
@@ -119,13 +140,13 @@ def manifest_of(model_bytes: bytes):
     return ModelManifest.from_json(props[MANIFEST_KEY])
 
 
-def _int8_model(source, float_graph: bytes, float_bytes: bytes, data, variant, thresholds, command: str, out: Path):
+def _int8_model(source, float_graph: bytes, float_bytes: bytes, data, variant, thresholds, command: str, out: Path, lodo: dict | None):
     """Quantize, embed the manifest, write the model and its parity report. For the CPU model the
     LSTM is dynamically quantized only where that is measured to be faster (runs interleaved)."""
     made = []
     for candidate in [variant] if variant is not CPU else [CPU, CPU_LSTM]:
         int8_graph, description = quantize(float_graph, source, data.calibration, candidate, data.note)
-        made.append((with_manifest(int8_graph, build_manifest(source, (command,), variant=description)), description))
+        made.append((with_manifest(int8_graph, build_manifest(source, (command,), variant=description, lodo=lodo)), description))
     alternative = None
     if len(made) > 1:
         latencies = paired_latency_ms([m for m, _ in made], next(data.evaluation.batches(1)))

@@ -4,11 +4,12 @@ this module only gathers the values.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from export.source import ExportSource
+from export.source import ExportSource, SourceError
 from runtime.manifest import ModelManifest, OperatingPoint
 from runtime.metadata import METADATA_FEATURES
 from runtime.records import MURMUR_CLASSES, OUTCOME_CLASSES
@@ -62,8 +63,6 @@ def _metrics(source: ExportSource) -> dict:
     if source.run is None:
         return {"measured_as": "not available: exported from a checkpoint whose run folder has no metrics.json"}
     summary, settings = source.run["summary"], source.run["settings"]
-    folds = {name: {k: v for k, v in fold.items() if k in ("n", "auroc", "auroc_ci", "auprc", "cost_optimal", "high_sensitivity")}
-             for name, fold in summary.get("folds", {}).items()}
     return {
         "measured_as": _validation_scheme(str(settings.get("folds"))),
         "scope": "the run's cross-validated test predictions of each fold model; the exported fold ensemble itself "
@@ -71,7 +70,44 @@ def _metrics(source: ExportSource) -> dict:
         "pooled": summary.get("pooled", {}),
         "by_group": summary.get("by_group", {}),
         "fold_mean_sd": summary.get("mean_sd", {}),
-        "folds": folds,
+        "folds": _fold_figures(summary),
+    }
+
+
+def _fold_figures(summary: dict) -> dict:
+    return {name: {k: v for k, v in fold.items() if k in ("n", "auroc", "auroc_ci", "auprc", "cost_optimal", "high_sensitivity")}
+            for name, fold in summary.get("folds", {}).items()}
+
+
+_SAME_SETTINGS = ("data", "format", "frontend", "model", "train")
+
+
+def lodo_metrics(source: ExportSource, lodo_dir: Path) -> dict:
+    """The leave-one-database-out block of the manifest's metrics, from a pcg-train --folds lodo run made
+    with the same data, front-end, model and training settings as `source`; SourceError otherwise."""
+    path = Path(lodo_dir) / "metrics.json"
+    try:
+        lodo = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SourceError(f"--lodo-run {lodo_dir}: cannot read {path.name}: {exc}") from None
+    settings = lodo.get("settings", {})
+    if str(settings.get("folds")) != "lodo":
+        raise SourceError(f"--lodo-run {lodo_dir}: made with --folds {settings.get('folds')}, not --folds lodo")
+    ours = (source.run or {}).get("settings", {})
+    differing = [k for k in _SAME_SETTINGS if settings.get(k) != ours.get(k)]
+    if differing:
+        raise SourceError(f"--lodo-run {lodo_dir}: its {', '.join(differing)} settings differ from {source.path}'s; "
+                          "the leave-one-database-out figures must come from the same configuration")
+    summary = lodo["summary"]
+    return {
+        "measured_as": _validation_scheme("lodo"),
+        "scope": "a separate pcg-train run with the exported model's settings, one fold model per held-out database; "
+                 "the figure for databases and stethoscopes the model has never heard. The exported ensemble is not these models",
+        "run": str(lodo_dir), "command": settings.get("command"),
+        "pooled": summary.get("pooled", {}),
+        "by_group": summary.get("by_group", {}),
+        "fold_mean_sd": summary.get("mean_sd", {}),
+        "folds": _fold_figures(summary),
     }
 
 
@@ -123,8 +159,10 @@ def _inference(source: ExportSource) -> dict:
     }
 
 
-def build_manifest(source: ExportSource, commands: tuple[str, ...], variant: dict | None = None) -> ModelManifest:
-    """The manifest for `source`'s float graph; `variant` (e.g. int8 details) goes into `inference`."""
+def build_manifest(source: ExportSource, commands: tuple[str, ...], variant: dict | None = None,
+                   lodo: dict | None = None) -> ModelManifest:
+    """The manifest for `source`'s float graph; `variant` (e.g. int8 details) goes into `inference`,
+    `lodo` (lodo_metrics) into `metrics["leave_one_database_out"]` and its command into `commands`."""
     frontend = source.frontend
     c = source.model_config
     batch = ["batch"]
@@ -151,12 +189,13 @@ def build_manifest(source: ExportSource, commands: tuple[str, ...], variant: dic
         frontend=frontend.to_dict(), frontend_hash=frontend.config_hash(),
         inputs=inputs, outputs=outputs, class_names=class_names,
         operating_points=_operating_points(source), default_operating_point="cost_optimal",
-        inference=inference, training_data=_training_data(source), metrics=_metrics(source),
+        inference=inference, training_data=_training_data(source),
+        metrics={**_metrics(source), **({"leave_one_database_out": lodo} if lodo else {})},
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), code_version=code_version(),
         sites_trained=sites_trained(source),
         metadata_features=METADATA_FEATURES if uses_metadata else (),
         metadata_stats=source.metadata_stats.to_dict() if uses_metadata else {},
-        commands=tuple(x for x in (training_command, *commands) if x),
+        commands=tuple(x for x in (training_command, (lodo or {}).get("command"), *commands) if x),
         graph_sha256="0" * 64,  # embed_manifest replaces it with the real hash
     )
     return manifest

@@ -1,0 +1,60 @@
+"""Reference outputs: the exported model's probabilities on named recordings, written at export.
+
+A shipped model is later checked against this file by recomputing everything in the field runtime
+(runtime.dsp features, runtime.inference crops, ONNX Runtime). The reference side is computed here
+on the trainer's path: features as training saw them (runtime.dsp through the trainer's feature
+cache), trainer.crops.evaluation_crops and the torch ensemble graph, so a match proves the runtime
+reproduces what was evaluated, not merely itself.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.source import ExportSource
+from runtime.metadata import encode_batch
+from runtime.records import OUTCOME_CLASSES
+from trainer.crops import evaluation_crops
+from trainer.model import INPUT_NAMES
+
+TOLERANCE = 1e-4
+
+
+def reference_outputs(source: ExportSource, patient_ids: list[str], data_dir: Path | None, cache_dir: Path | None,
+                      graph_sha256: str) -> dict:
+    """{model hash, data, tolerance, recordings: [{id, group, label, probability, logit}]} for `patient_ids`
+    of the run's data (or `data_dir`); ValueError naming any id that is not there."""
+    from trainer.crossval import load_labelled
+
+    settings = (source.run or {}).get("settings", {})
+    data = Path(data_dir) if data_dir is not None else Path(settings["data"]) if "data" in settings else None
+    if data is None:
+        raise ValueError(f"{source.path}: the run records no data folder; pass --calibration DATA_DIR")
+    examples, _, data_format = load_labelled(data, source.task, cache_dir, source.frontend)
+    by_id = {e.patient_id: e for e in examples}
+    missing = [i for i in patient_ids if i not in by_id]
+    if missing:
+        raise ValueError(f"--reference-ids: {', '.join(missing)} not among the usable patients of {data}")
+    chosen = [by_id[i] for i in patient_ids]
+    crops = [evaluation_crops(e.longest(), source.clip_frames, source.n_crops, source.model_config["n_freq"]) for e in chosen]
+    inputs = {"x": np.stack([c[0] for c in crops]), "site_mask": np.stack([c[1] for c in crops]),
+              "metadata": encode_batch([e.demographics for e in chosen], source.metadata_stats)}
+    with torch.no_grad():
+        probability, logit = (t.numpy() for t in source.graph(*(torch.from_numpy(inputs[n]) for n in INPUT_NAMES))[:2])
+    return {
+        "model_graph_sha256": graph_sha256,
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data": {"dataset": str(data), "format": data_format,
+                 "note": "read in place; each id is a patient (PhysioNet 2016: one recording) of this folder"},
+        "computed_with": "torch ensemble graph (trainer.inference) on the trainer's features and trainer.crops.evaluation_crops; "
+                         "demographics as the dataset gives them",
+        "tolerance": TOLERANCE,
+        "recordings": [{"id": e.patient_id, "group": e.group,
+                        "label": OUTCOME_CLASSES[0] if e.outcome == 1 else OUTCOME_CLASSES[1] if e.outcome == 0 else None,
+                        "probability": float(p), "logit": float(z)}
+                       for e, p, z in zip(chosen, probability, logit)],
+    }
