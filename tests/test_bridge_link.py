@@ -185,3 +185,30 @@ def test_cli_emulate_prints_the_link_and_a_summary(tmp_path):
     assert out.returncode == 0, out.stderr
     first, last = out.stdout.splitlines()[0], out.stdout.splitlines()[-1]
     assert first == str(link) and '"summary"' in last
+
+
+def test_a_spurious_empty_read_on_a_live_pty_is_not_an_unplug_but_a_vanished_port_is(tmp_path, monkeypatch):
+    import serial
+
+    with Emulator(link=tmp_path / "steth", seed=1, speed=20) as emulator:
+        with DeviceSession(emulator.path) as session:
+            session.connect()
+            session.read()  # what arrived with DEVICE_INFO
+            real_read = session._serial.read
+            glitches = iter([True, True])
+
+            def read_with_glitches(n):
+                if next(glitches, False):  # what pyserial raises when select and read disagree on a pty
+                    raise serial.SerialException("device reports readiness to read but returned no data")
+                return real_read(n)
+
+            monkeypatch.setattr(session._serial, "read", read_with_glitches)
+            assert session.read() == [] and session.read() == []  # tolerated: the pty is still there
+            deadline = time.monotonic() + 5
+            while not any(isinstance(e, p.AudioChunk) for e in session.read()):
+                assert time.monotonic() < deadline
+            monkeypatch.setattr(session._serial, "read", lambda n: (_ for _ in ()).throw(
+                serial.SerialException("device reports readiness to read but returned no data")))
+            emulator.stop()  # the pty and its symlink are gone: now it is an unplug
+            with pytest.raises(Disconnected, match="went away"):
+                session.read()
