@@ -1,177 +1,530 @@
-"""`pcg-runtime`: screen a patient from a stethoscope (or the built-in virtual one).
+"""`pcg-runtime`: screen patients from a stethoscope (or the built-in virtual one), offline.
 
-This first version runs the link and the signal front-end end to end: it connects to the device
-(`--device sim` starts the virtual stethoscope on a pseudo-terminal), records the four guided sites
-one after another, turns the audio into the model's input as it arrives, and reports per-site level,
-link losses and the patient tensor. Triage needs a bundled model, which this build does not have
-yet; the output says so rather than inventing a decision.
+    pcg-runtime [--device PORT|sim] [--model M] [--db DIR] [demographics flags] [--kiosk]
+    pcg-runtime triage [--model M] DATA_DIR --out results.csv
+    pcg-runtime export [--db DIR] --format csv|json|circor [--after SEQ] [--since DATE] --out DIR
+    pcg-runtime model [--model M]
+
+Live screening asks for the patient's demographics (each skippable as unknown) and the guardian's
+consent, guides the operator through the sites AV, PV, TV and MV, shows the live level and the
+quality of each site, and prints the triage: REFER, NO_REFER or RETAKE with the reason. Every prompt
+can be answered by flags or a JSON file (--demographics), for scripts. Without a terminal on stdin
+nothing is asked. Exit status: 0 done, 2 bad input or the stethoscope failed, 3 the model was refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import select
 import sys
 import tempfile
-import time
+from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
-
-from firmware_bridge import protocol
-from firmware_bridge.host import DeviceSession, LinkError
-from runtime.dsp import FrontEndConfig, FrontEndStream, assemble_patient
+from firmware_bridge.host import LinkError
 from runtime.manifest import DISCLAIMER
+from runtime.metadata import PREGNANCY_AGE_GROUPS
+from runtime.records import AGE_GROUPS, SEXES, Demographics
 from runtime.sites import GUIDED_SITES
-from runtime.store.errors import StoreError
+from runtime.store.errors import InvalidDemographicsError, StoreError
 
-#: Audio discarded after moving to a site: frames in flight from the previous site, and the
-#: contact noise of placing the chest piece.
-SETTLE_S = 0.25
-
-
-def record_site(session: DeviceSession, site: str, seconds: float, config: FrontEndConfig, store=None, visit=None) -> dict:
-    """Record `seconds` of audio at `site`, computing features as chunks arrive; with a `store`,
-    the audio goes to its WAV as it arrives and link gaps are noted with the recording."""
-    rate_hz = session.info.rate_hz
-    session.set_site(site)
-    stream = FrontEndStream(config, rate_hz)
-    settle, wanted = int(SETTLE_S * rate_hz), int(seconds * rate_hz)
-    skipped = kept = samples_lost = 0
-    frames, peaks, energy = [], 0, 0.0
-    writer = None
-    deadline = time.monotonic() + 5.0 + 2.0 * (SETTLE_S + seconds)
-    while kept < wanted:
-        if time.monotonic() > deadline:
-            raise LinkError(f"the stethoscope sent only {kept} of {wanted} samples for site {site}")
-        for event in session.read():
-            if isinstance(event, protocol.Gap) and kept:
-                samples_lost += event.count
-                if writer is not None:
-                    writer.note_gap(event.first_missing, event.count)
-            if not isinstance(event, protocol.AudioChunk):
-                continue
-            samples, first_index = event.samples, event.first_index
-            if skipped < settle:
-                take = min(settle - skipped, len(samples))
-                skipped += take
-                samples, first_index = samples[take:], first_index + take
-            samples = samples[: wanted - kept]
-            if len(samples) == 0:
-                continue
-            if store is not None and writer is None:
-                writer = store.start_recording(visit, site, rate_hz, first_sample_index=first_index)
-            if writer is not None:
-                writer.append(samples)
-            kept += len(samples)
-            peaks = max(peaks, int(np.abs(samples.astype(np.int32)).max()))
-            energy += float(np.square(samples / 32768.0).sum())
-            frames.append(stream.push(samples))
-    frames.append(stream.flush())
-    if writer is not None:
-        writer.close()
-    features = np.concatenate(frames, axis=1)
-    rms = np.sqrt(energy / max(kept, 1))
-    return {
-        "site": site,
-        "samples": kept,
-        "rate_hz": rate_hz,
-        "samples_lost": samples_lost,
-        "rms_dbfs": round(20 * np.log10(max(rms, 1e-9)), 1),
-        "peak_fraction": round(peaks / 32768.0, 3),
-        "frames": int(features.shape[1]),
-        "features": features,
-    }
+SITE_NAMES = {"AV": "aortic", "PV": "pulmonary", "TV": "tricuspid", "MV": "mitral", "Phc": "other"}
+DEMOGRAPHIC_KEYS = ("age_group", "sex", "height_cm", "weight_kg", "pregnant", "consent")
 
 
-def screen(device: str, baud: int, seconds: float, config: FrontEndConfig, store_root: Path | None = None) -> dict:
-    """Connect, record the guided sites, assemble the patient tensor; returns a report dict.
-    With `store_root`, a new patient (consent given, demographics unknown) and one visit are
-    stored there with the audio of every site."""
-    store = visit = patient = None
-    if store_root is not None:
-        from runtime.records import Demographics
-        from runtime.store import Store
+def default_db() -> Path:
+    """$PCG_SCREEN_DB, else $XDG_DATA_HOME/pcg-screen (~/.local/share/pcg-screen)."""
+    if os.environ.get("PCG_SCREEN_DB"):
+        return Path(os.environ["PCG_SCREEN_DB"])
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "pcg-screen"
 
-        store = Store.open(store_root)
+
+# -- demographics -------------------------------------------------------------------------------
+
+
+class InputError(ValueError):
+    """A flag, a file or an answer that cannot be used (the message names it)."""
+
+
+def parse_age_group(text: str) -> str:
+    wanted = text.strip().lower()
+    for group in AGE_GROUPS:
+        if group.lower() == wanted:
+            return group
+    matches = [g for g in AGE_GROUPS if g.lower().startswith(wanted)] if wanted else []
+    if len(matches) == 1:
+        return matches[0]
+    raise InputError(f"age group {text!r} is not one of {', '.join(AGE_GROUPS)}")
+
+
+def parse_sex(text: str) -> str:
+    wanted = text.strip().lower()
+    for sex in SEXES:
+        if wanted in (sex.lower(), sex[0].lower()):
+            return sex
+    raise InputError(f"sex {text!r} is not one of {', '.join(SEXES)} (or F/M)")
+
+
+def parse_number(text: str, name: str, unit: str) -> float:
     try:
-        with DeviceSession(device, baudrate=baud) as session:
-            info = session.connect()
-            if store is not None:
-                patient = store.new_patient(Demographics(), consent=True)
-                visit = store.start_session(patient)
-                store.log_event("device_connected", {"port": device, "firmware": list(info.firmware)}, session=visit)
-            sites = [record_site(session, site, seconds, config, store, visit) for site in GUIDED_SITES]
-            if store is not None:
-                store.log_event("link_counters", session.decoder.stats.as_dict(), session=visit)
-                store.close_session(visit)
-    finally:
-        if store is not None:
-            store.close()
-    tensor = assemble_patient(((s["site"], 0, s["features"]) for s in sites), config)
-    return {
-        "device": {"firmware": ".".join(map(str, info.firmware)), "rate_hz": info.rate_hz},
-        "decoder": session.decoder.stats.as_dict(),
-        "sites": [{k: v for k, v in s.items() if k != "features"} for s in sites],
-        "patient_tensor": {"shape": list(tensor.x.shape), "sites_present": list(tensor.sites_used)},
-        "frontend_hash": config.config_hash(),
-        "patient_code": patient.code if patient else None,
-        "decision": None,
-        "note": "no model is bundled in this build yet: features only, no screening decision",
-        "disclaimer": DISCLAIMER,
-    }
+        value = float(text.strip().replace(",", "."))
+    except ValueError:
+        raise InputError(f"{name} {text!r} is not a number of {unit}") from None
+    return value
 
 
-def print_report(report: dict) -> None:
-    print(f"stethoscope: firmware {report['device']['firmware']}, {report['device']['rate_hz']} Hz")
-    print(f"{'site':<5}{'seconds':>9}{'lost':>7}{'RMS dBFS':>10}{'peak':>7}{'frames':>8}")
-    for s in report["sites"]:
-        print(
-            f"{s['site']:<5}{s['samples'] / s['rate_hz']:>9.1f}{s['samples_lost']:>7}"
-            f"{s['rms_dbfs']:>10.1f}{s['peak_fraction']:>7.2f}{s['frames']:>8}"
-        )
-    d = report["decoder"]
-    print(f"link: {d['frames_ok']} frames, {d['crc_errors']} CRC errors, {d['gaps']} gaps, {d['samples_lost']} samples lost")
-    if report["patient_code"]:
-        print(f"stored as patient {report['patient_code']}")
-    print(f"patient tensor {report['patient_tensor']['shape']} (front-end {report['frontend_hash'][:12]})")
-    print(f"decision: none - {report['note']}")
-    print(report["disclaimer"])
+def parse_yes_no(text: str, name: str) -> bool:
+    wanted = text.strip().lower()
+    if wanted in ("y", "yes", "s", "sim", "true", "1"):
+        return True
+    if wanted in ("n", "no", "nao", "não", "false", "0"):
+        return False
+    raise InputError(f"{name}: answer yes or no, not {text!r}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pcg-runtime", description=__doc__.split("\n\n")[0], epilog=DISCLAIMER)
-    parser.add_argument("--device", default="sim", help="serial port, pyserial URL, or 'sim' for the virtual stethoscope (default)")
-    parser.add_argument("--baud", type=int, default=921600)
-    parser.add_argument("--seconds", type=float, default=10.0, help="audio to record per site (default 10)")
-    parser.add_argument("--speed", type=float, default=20.0, help="with --device sim: times real time (default 20)")
-    parser.add_argument("--seed", type=int, default=0, help="with --device sim: the simulated patient")
-    parser.add_argument("--db", type=Path, help="store folder (SQLite + WAV); nothing is stored without it")
-    parser.add_argument("--consent", action="store_true", help="the patient's guardian consented to storing the recording")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+def demographics_from_file(path: Path) -> tuple[dict, bool | None]:
+    """A JSON object with any of age_group, sex, height_cm, weight_kg, pregnant (null = unknown),
+    and optionally consent (true/false)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"--demographics {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"--demographics {path}: expected a JSON object")
+    unknown = sorted(set(data) - set(DEMOGRAPHIC_KEYS))
+    if unknown:
+        raise InputError(f"--demographics {path}: unknown keys {unknown}; allowed: {', '.join(DEMOGRAPHIC_KEYS)}")
+    fields = {}
+    if data.get("age_group") is not None:
+        fields["age_group"] = parse_age_group(str(data["age_group"]))
+    if data.get("sex") is not None:
+        fields["sex"] = parse_sex(str(data["sex"]))
+    for key, unit in (("height_cm", "cm"), ("weight_kg", "kg")):
+        if data.get(key) is not None:
+            fields[key] = parse_number(str(data[key]), key, unit)
+    if data.get("pregnant") is not None:
+        if not isinstance(data["pregnant"], bool):
+            raise InputError(f"--demographics {path}: pregnant must be true, false or null")
+        fields["pregnant"] = data["pregnant"]
+    consent = data.get("consent")
+    if consent is not None and not isinstance(consent, bool):
+        raise InputError(f"--demographics {path}: consent must be true or false")
+    return fields, consent
+
+
+def demographics_from_flags(args) -> dict:
+    fields = {}
+    if args.age_group:
+        fields["age_group"] = parse_age_group(args.age_group)
+    if args.sex:
+        fields["sex"] = parse_sex(args.sex)
+    if args.height is not None:
+        fields["height_cm"] = args.height
+    if args.weight is not None:
+        fields["weight_kg"] = args.weight
+    if args.pregnant is not None and args.pregnant != "unknown":
+        fields["pregnant"] = args.pregnant == "yes"
+    return fields
+
+
+def ask(prompt: str, parse, *, stream=None):
+    """Ask until the answer parses; an empty answer is None (unknown)."""
+    stream = stream or sys.stdin
+    while True:
+        print(prompt, end="", flush=True)
+        line = stream.readline()
+        if not line:
+            raise EOFError("no more input")
+        text = line.strip()
+        if not text:
+            return None
+        try:
+            return parse(text)
+        except InputError as exc:
+            print(f"  {exc}; try again, or press Enter for unknown")
+
+
+def prompt_demographics(known: dict) -> dict:
+    """Ask for each field not already given; Enter leaves it unknown."""
+    from runtime.metadata import HEIGHT_RANGE_CM, WEIGHT_RANGE_KG
+
+    fields = dict(known)
+    print("Patient (press Enter to leave a field unknown; no names are asked or stored)")
+    if "age_group" not in fields:
+        fields["age_group"] = ask(f"  age group [{'/'.join(AGE_GROUPS)}]: ", parse_age_group)
+    if "sex" not in fields:
+        fields["sex"] = ask("  sex [F/M]: ", parse_sex)
+    for key, name, unit, (low, high) in (("height_cm", "height", "cm", HEIGHT_RANGE_CM),
+                                         ("weight_kg", "weight", "kg", WEIGHT_RANGE_KG)):
+        if key not in fields:
+            def parse(text, name=name, unit=unit, low=low, high=high):
+                value = parse_number(text, name, unit)
+                if not low <= value <= high:
+                    raise InputError(f"{name} {value:g} {unit} is outside {low:g} to {high:g} {unit}")
+                return value
+            fields[key] = ask(f"  {name} in {unit}: ", parse)
+    if "pregnant" not in fields and fields.get("sex") != "Male" and (
+            fields.get("age_group") is None or fields["age_group"] in PREGNANCY_AGE_GROUPS):
+        fields["pregnant"] = ask("  pregnant [y/n]: ", lambda t: parse_yes_no(t, "pregnant"))
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+# -- live screening -----------------------------------------------------------------------------
+
+
+class TerminalView:
+    """Prints what the box reports: a live level line per site on a terminal, device changes."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+
+    def __call__(self, event: dict) -> None:
+        kind = event["type"]
+        if kind == "level" and self.live:
+            bar = "#" * int(round(event["meter"] * 20))
+            clip = f"  CLIPPING {event['clipping']:.1%}" if event["clipping"] > 0.001 else ""
+            print(f"\r  {event['site']:<4}[{bar:<20}] {event['rms_dbfs']:6.1f} dBFS  "
+                  f"{event['elapsed_s']:4.1f}/{event['seconds']:g} s{clip}   ", end="", flush=True)
+        elif kind == "device" and event["state"] != "connected":
+            end = "\n" if self.live else ""
+            if event["state"] == "disconnected":
+                print(f"{end}  stethoscope disconnected ({event.get('error', '')}): reconnecting, the recording is kept",
+                      file=sys.stderr)
+            else:
+                print(f"  stethoscope reconnected after {event['away_s']:.1f} s: recording goes on", file=sys.stderr)
+
+
+def wait_for_operator(box, site: str, interactive: bool) -> None:
+    """Interactive: wait for Enter or the stethoscope's button; audio meanwhile is discarded."""
+    if not interactive:
+        return
+    from firmware_bridge import protocol
+
+    print(f"Place the stethoscope at {site} ({SITE_NAMES[site]}), then press Enter or the stethoscope's button")
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], 0.0)
+        if ready:
+            sys.stdin.readline()
+            return
+        events, _ = box._read(None)
+        if any(isinstance(e, protocol.SiteEvent) and e.source == protocol.SITE_SOURCE_BUTTON for e in events):
+            return
+
+
+def describe_quality(recording) -> str:
+    q = recording.quality
+    rate = f", heart rate {q.heart_rate_bpm:.0f}/min" if q.heart_rate_bpm else ""
+    lost = f", {recording.samples_lost} samples lost on the link" if recording.samples_lost else ""
+    head = f"{recording.site}: {recording.seconds:.1f} s, level {q.rms_dbfs:.0f} dBFS{rate}{lost}"
+    return f"{head} - good" if q.ok else f"{head} - RETAKE: {'; '.join(q.messages)}"
+
+
+def run_live(args, model, store, out) -> dict:
+    from runtime.screening import ScreeningBox
+
+    interactive = sys.stdin.isatty() and not args.json and not args.yes
+    view = TerminalView(live=sys.stdout.isatty() and not args.json)
+    demographics, consent = dict(args.fields), args.consent_value
+    box = ScreeningBox(args.device_path, store=store, model=model, baud=args.baud, seconds_per_site=args.seconds,
+                       operating_point=args.operating_point, listener=view)
+    with box:
+        status = box.connect()
+        say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+        say(f"stethoscope on {args.device}: firmware {status['firmware']}, {status['rate_hz']} Hz")
+        visit = None
+        if store is not None and not args.new_patient:
+            open_visits = box.resumable()
+            if open_visits:
+                visit = box.resume_visit(open_visits[-1])
+                say(f"resuming the interrupted visit of patient {visit.patient_code}: kept "
+                    f"{', '.join(visit.sites) or 'no site'}; to record: {', '.join(box.remaining_sites(visit))}")
+        if visit is None:
+            if interactive:
+                demographics = prompt_demographics(demographics)
+                if consent is None and store is not None:
+                    consent = ask("Guardian consent to store the recording and result? [y/n]: ",
+                                  lambda t: parse_yes_no(t, "consent"))
+            visit = box.begin_patient(Demographics(**demographics), consent=bool(consent) and store is not None)
+            say(f"patient code {visit.patient_code}" + ("" if visit.session_id else
+                " (not stored: " + ("no consent" if store is not None else "--no-store") + ")"))
+        if model is not None:
+            from runtime.triage import model_limits
+
+            for note in model_limits(model.manifest, visit.demographics, list(GUIDED_SITES)):
+                say(f"note: {note}")
+        for site in box.remaining_sites(visit):
+            for attempt in range(args.retakes + 1):
+                wait_for_operator(box, site, interactive)
+                recording = box.record_site(visit, site)
+                if view.live:
+                    print()
+                say("  " + describe_quality(recording))
+                if recording.quality.ok or attempt == args.retakes:
+                    break
+                if interactive and not ask(f"  retake {site}? [y/n]: ", lambda t: parse_yes_no(t, "retake")):
+                    break
+        result = box.finish(visit)
+        device = box.device_status()
+    return {"patient_code": visit.patient_code, "stored": visit.session_id is not None, "device": device,
+            "sites": [r.to_dict() for r in visit.sites.values()], "result": result.to_dict()}
+
+
+def print_result(report: dict) -> None:
+    result = report["result"]
+    print()
+    print(f"=== {result['decision'] or 'NO DECISION'} ===   patient {report['patient_code']}")
+    if result["probability"] is not None:
+        print(f"probability {result['probability']:.3f}" + (
+            f" (operating point {result['operating_point']}, threshold {result['threshold']:.3f})"
+            if result["threshold"] is not None else ""))
+    print(result["reason"])
+    if result["site_contributions"]:
+        kind = "probability per site" if result["contribution_kind"] == "site_probability" else "site weights"
+        print(f"{kind}: " + ", ".join(f"{s} {v:.2f}" for s, v in result["site_contributions"].items()))
+    for note in result["unused"]:
+        print(f"note: {note}")
+    if result["model"]:
+        m = result["model"]
+        figures = ", ".join(f"{k} AUROC {v}" for k, v in m["auroc"].items())
+        print(f"model: {m['name']} ({m['created_utc'][:10]}, {m['training_data']}; {figures}; on {m['provider']})")
+    d = report["device"]
+    print(f"link: {d['frames_ok']} frames, {d['crc_errors']} CRC errors, {d['gaps']} gaps, "
+          f"{d['samples_lost']} samples lost, {d['reconnects']} reconnects")
+    print(result["disclaimer"])
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def load_model(args):
+    """The --model file, else $PCG_SCREEN_MODEL, else the bundled default; None with --no-model.
+    ModelError propagates."""
+    if getattr(args, "no_model", False):
+        return None
+    from runtime.inference import Model
+
+    return Model.load(args.model or os.environ.get("PCG_SCREEN_MODEL") or None, backend=args.backend)
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=None, help="ONNX model with manifest (default: $PCG_SCREEN_MODEL, else the bundled model)")
+    p.add_argument("--backend", choices=("auto", "cpu", "tensorrt"), default="auto",
+                   help="auto: TensorRT where a GPU and TensorRT exist, else CPU (default)")
+    p.add_argument("--operating-point", default=None, help="named threshold of the manifest (default: its default)")
+
+
+def live_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pcg-runtime", description=__doc__.split("\n\n")[0], epilog=DISCLAIMER)
+    p.add_argument("--device", default="sim", help="serial port, pyserial URL, or 'sim' for the virtual stethoscope (default)")
+    p.add_argument("--baud", type=int, default=921600)
+    add_model_flags(p)
+    p.add_argument("--no-model", action="store_true", help="record without a model (no decision)")
+    p.add_argument("--db", type=Path, default=None, help=f"store folder (SQLite + WAV; default {default_db()})")
+    p.add_argument("--no-store", action="store_true", help="store nothing")
+    p.add_argument("--new-patient", action="store_true", help="do not resume an interrupted visit")
+    p.add_argument("--seconds", type=float, default=10.0, help="audio to record per site (default 10)")
+    p.add_argument("--retakes", type=int, default=1, help="retakes allowed per site whose quality fails (default 1)")
+    g = p.add_argument_group("patient (each may be left out: unknown)")
+    g.add_argument("--age-group", help="/".join(AGE_GROUPS))
+    g.add_argument("--sex", help="Female/Male (F/M)")
+    g.add_argument("--height", type=float, help="cm")
+    g.add_argument("--weight", type=float, help="kg")
+    g.add_argument("--pregnant", choices=("yes", "no", "unknown"))
+    g.add_argument("--demographics", type=Path, help="JSON file with the fields above (and consent)")
+    c = g.add_mutually_exclusive_group()
+    c.add_argument("--consent", dest="consent_flag", action="store_const", const=True, default=None,
+                   help="the guardian consented to storing the recording")
+    c.add_argument("--no-consent", dest="consent_flag", action="store_const", const=False)
+    p.add_argument("--yes", action="store_true", help="ask nothing (flags only), even on a terminal")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (asks nothing)")
+    s = p.add_argument_group("virtual stethoscope (--device sim)")
+    s.add_argument("--speed", type=float, default=20.0, help="times real time (default 20)")
+    s.add_argument("--seed", type=int, default=0, help="the simulated patient")
+    k = p.add_argument_group("kiosk")
+    k.add_argument("--kiosk", action="store_true", help="serve the touchscreen app instead of the terminal dialogue")
+    k.add_argument("--port", type=int, default=8080, help="kiosk port (default 8080)")
+    k.add_argument("--kiosk-host", default="127.0.0.1", help="listen address (default loopback only)")
+    k.add_argument("--token", default=os.environ.get("PCG_KIOSK_TOKEN"),
+                   help="access token, required when --kiosk-host is not loopback (or $PCG_KIOSK_TOKEN)")
+    return p
+
+
+def main_live(argv: list[str]) -> int:
+    parser = live_parser()
     args = parser.parse_args(argv)
     if args.seconds <= 0:
         parser.error("--seconds must be positive")
-    if args.db is not None and not args.consent:
-        parser.error("--db stores the recording: record the guardian's consent with --consent, or leave out --db")
-    config = FrontEndConfig()
+    if args.retakes < 0:
+        parser.error("--retakes must be >= 0")
     try:
-        if args.device == "sim":
-            from firmware_bridge.emulator import Emulator
+        fields, consent = ({}, None) if args.demographics is None else demographics_from_file(args.demographics)
+        fields.update(demographics_from_flags(args))
+    except InputError as exc:
+        parser.error(str(exc))
+    args.fields = fields
+    args.consent_value = args.consent_flag if args.consent_flag is not None else consent
+    from runtime.inference import ModelError
 
-            with tempfile.TemporaryDirectory(prefix="pcg-sim-") as tmp:
-                with Emulator(link=Path(tmp) / "stethoscope", seed=args.seed, speed=args.speed) as emulator:
-                    report = screen(emulator.path, args.baud, args.seconds, config, args.db)
-        else:
-            report = screen(args.device, args.baud, args.seconds, config, args.db)
-    except (LinkError, StoreError) as exc:
-        print(f"pcg-runtime: {exc}", file=sys.stderr)
-        return 2
+    try:
+        model = load_model(args)
+    except ModelError as exc:
+        print(f"pcg-runtime: model refused: {exc}", file=sys.stderr)
+        return 3
+    with ExitStack() as stack:
+        try:
+            store = None
+            if not args.no_store:
+                from runtime.store import Store
+
+                store = stack.enter_context(Store.open(args.db or default_db()))
+            args.device_path = args.device
+            if args.device == "sim":
+                from firmware_bridge.emulator import Emulator
+
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pcg-sim-"))
+                emulator = stack.enter_context(Emulator(link=Path(tmp) / "stethoscope", seed=args.seed, speed=args.speed))
+                args.device_path = emulator.path
+            if args.kiosk:
+                from runtime.kiosk import serve_from_cli
+
+                return serve_from_cli(args, model=model, store=store)
+            report = run_live(args, model, store, sys.stdout)
+        except InvalidDemographicsError as exc:
+            print(f"pcg-runtime: {exc}", file=sys.stderr)
+            return 2
+        except (LinkError, StoreError, EOFError) as exc:
+            print(f"pcg-runtime: {exc}", file=sys.stderr)
+            return 2
+        except Exception as exc:
+            from runtime.screening import ScreeningError
+
+            if isinstance(exc, ScreeningError):
+                print(f"pcg-runtime: {exc}", file=sys.stderr)
+                return 2
+            raise
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        print_report(report)
+        print_result(report)
     return 0
+
+
+def main_triage(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="pcg-runtime triage", description="Screen every patient of a folder "
+                                "(CirCor, PhysioNet 2016, or WAV files) and write a results CSV (DESIGN.md contract 6).",
+                                epilog=DISCLAIMER)
+    p.add_argument("data", type=Path, help="data folder")
+    p.add_argument("--out", type=Path, required=True, help="results CSV to write")
+    p.add_argument("--format", choices=("circor", "physionet2016", "wav"), default=None, help="default: detected")
+    add_model_flags(p)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    from runtime.batch import triage_folder
+    from runtime.formats import FormatError
+    from runtime.inference import ModelError
+
+    try:
+        model = load_model(args)
+    except ModelError as exc:
+        print(f"pcg-runtime triage: model refused: {exc}", file=sys.stderr)
+        return 3
+
+    def progress(done: int, total: int) -> None:
+        if not args.quiet and (done % 50 == 0 or done == total):
+            print(f"  {done}/{total} patients", file=sys.stderr)
+
+    try:
+        summary = triage_folder(model, args.data, args.out, format=args.format,
+                                operating_point=args.operating_point, progress=progress)
+    except (FormatError, OSError, ValueError) as exc:
+        print(f"pcg-runtime triage: {exc}", file=sys.stderr)
+        return 2
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.decisions.items()))
+    print(f"{summary.patients} patients -> {args.out} ({counts}) in {summary.seconds:.1f} s")
+    if summary.retake_reasons:
+        print("retake reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.retake_reasons.items())))
+    if summary.unreadable:
+        print(f"{summary.unreadable} patients had no readable recording (RETAKE, reason 'unreadable')")
+    for problem in summary.problems[:20]:
+        print(f"  reader: {problem}", file=sys.stderr)
+    print(DISCLAIMER)
+    return 0
+
+
+def main_export(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="pcg-runtime export", description="Export the store: records since an earlier "
+                                "export (csv or json, safe to repeat), or recordings in the CirCor layout for retraining.")
+    p.add_argument("--db", type=Path, default=None, help=f"store folder (default {default_db()})")
+    p.add_argument("--format", choices=("csv", "json", "circor"), default="csv")
+    p.add_argument("--after", type=int, default=None, help="only records after this sequence number (an earlier export's max_seq)")
+    p.add_argument("--since", default=None, help="only records written at or after this ISO date/time (UTC unless stated)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write into")
+    args = p.parse_args(argv)
+    from runtime.store import Store, export_circor, export_records
+
+    root = args.db or default_db()
+    from runtime.store.db import DB_NAME
+
+    if not (root / DB_NAME).is_file():
+        print(f"pcg-runtime export: no store at {root}", file=sys.stderr)
+        return 2
+    try:
+        with Store.open(root, read_only=True) as store:
+            if args.format == "circor":
+                if args.after is not None or args.since is not None:
+                    p.error("--after/--since apply to csv and json exports; the CirCor export holds every recording")
+                n = export_circor(store, args.out)
+                print(f"{n} visits written in the CirCor layout to {args.out}")
+                return 0
+            export = export_records(store, args.format, after_seq=args.after, since=args.since)
+            paths = export.write(args.out)
+    except (StoreError, ValueError) as exc:
+        print(f"pcg-runtime export: {exc}", file=sys.stderr)
+        return 2
+    counts = ", ".join(f"{k} {v}" for k, v in export.counts.items() if v)
+    print(f"{len(paths)} files in {args.out}: {counts or 'nothing new'}; next export: --after {export.max_seq}")
+    return 0
+
+
+def main_model(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="pcg-runtime model", description="Check a model file and print its manifest.")
+    add_model_flags(p)
+    p.add_argument("--json", action="store_true", help="the whole manifest as JSON")
+    args = p.parse_args(argv)
+    from runtime.inference import ModelError
+    from runtime.triage import model_limits, model_summary
+
+    try:
+        model = load_model(args)
+    except ModelError as exc:
+        print(f"pcg-runtime model: refused: {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(model.manifest.to_json())
+        return 0
+    summary = model_summary(model.manifest, model.provider)
+    print(f"{model.path}: {summary['name']}, {summary['task']} / {summary['architecture']}, created {summary['created_utc']}")
+    print(f"graph sha256 {summary['graph_sha256']} (verified); provider {summary['provider']}")
+    print(f"trained on {summary['training_data']}; " + ", ".join(f"{k} AUROC {v}" for k, v in summary["auroc"].items()))
+    for name, point in model.manifest.operating_points.items():
+        print(f"operating point {name}: threshold {point.threshold:.3f}  {point.description}")
+    for note in model_limits(model.manifest, None, list(GUIDED_SITES)):
+        print(f"note: {note}")
+    print(DISCLAIMER)
+    return 0
+
+
+COMMANDS = {"triage": main_triage, "export": main_export, "model": main_model}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
+    return main_live(argv)
 
 
 if __name__ == "__main__":

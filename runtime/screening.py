@@ -54,6 +54,7 @@ class SiteRecording:
     samples_lost: int
     quality: SiteQuality
     features: np.ndarray = field(repr=False)  # [n_freq, T] pooled log spectrogram
+    last_sample_at: float = 0.0  # time.monotonic() when the last sample arrived (latency to the decision)
 
     def to_dict(self) -> dict:
         return {"site": self.site, "recording_id": self.recording_id, "seconds": round(self.seconds, 3),
@@ -216,6 +217,7 @@ class ScreeningBox:
         monitor = QualityMonitor(rate_hz, self.config)
         settle, wanted = int(self.settle_s * rate_hz), int(round(seconds * rate_hz))
         skipped = kept = lost = 0
+        last_sample_at = 0.0
         frames: list[np.ndarray] = []
         writer = None
         pending: list[np.ndarray] = []
@@ -253,6 +255,7 @@ class ScreeningBox:
                         if writer is not None:
                             writer.append(samples)
                         kept += len(samples)
+                        last_sample_at = time.monotonic()
                         chunk = stream.push(samples)
                         frames.append(chunk)
                         reading = monitor.push(samples, chunk)
@@ -273,7 +276,8 @@ class ScreeningBox:
         record = writer.close() if writer is not None else None
         quality = monitor.result(site)
         features = np.concatenate(frames, axis=1)
-        recording = SiteRecording(site, record.id if record else None, kept / rate_hz, lost, quality, features)
+        recording = SiteRecording(site, record.id if record else None, kept / rate_hz, lost, quality, features,
+                                  last_sample_at)
         visit.sites[site] = recording
         visit.result = None
         self._emit({"type": "site_done", **recording.to_dict()})

@@ -1,0 +1,169 @@
+"""runtime.screening end to end: the virtual stethoscope over a real pseudo-terminal, a real SQLite
+store, corrupted bytes, an unplug mid-site, and a process killed mid-recording then restarted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from firmware_bridge.emulator import Emulator, Faults
+from firmware_bridge.heart import HeartSoundGenerator, random_profile
+from firmware_bridge.host import ProtocolVersionError, SampleRateError
+from runtime.formats.wav import write_wav
+from runtime.records import Audio, Demographics
+from runtime.screening import ScreeningBox, ScreeningError
+from runtime.store import InvalidDemographicsError, Store
+
+RATE = 4000
+
+
+def heart_wav(path: Path, seconds: float, seed: int = 4) -> np.ndarray:
+    """A long heart-sound WAV for the emulator to stream: link sample k is samples[k % n]."""
+    profile = random_profile(np.random.default_rng(seed), "Child")
+    samples = HeartSoundGenerator(profile, "AV", RATE, seed).read(int(seconds * RATE))
+    write_wav(path, Audio(samples, RATE))
+    return samples
+
+
+def stored_indices(record) -> np.ndarray:
+    """The link sample index of every stored sample: from the first index on, skipping the gaps."""
+    indices, next_index, gaps = [], record.first_sample_index, list(record.gaps)
+    while len(indices) < record.samples_written:
+        if gaps and next_index == gaps[0][0]:
+            next_index += gaps.pop(0)[1]
+            continue
+        stop = gaps[0][0] if gaps else next_index + record.samples_written - len(indices)
+        take = min(stop - next_index, record.samples_written - len(indices))
+        indices.extend(range(next_index, next_index + take))
+        next_index += take
+    return np.array(indices)
+
+
+def test_corruption_and_an_unplug_mid_site_lose_only_what_the_link_lost(tmp_path):
+    source = heart_wav(tmp_path / "source.wav", 60.0)
+    faults = Faults(bit_flip_rate=2e-5, disconnect_every_s=4.0, reconnect_after_s=0.4)
+    events = []
+    with Emulator(link=tmp_path / "steth", wav=[tmp_path / "source.wav"], speed=8, faults=faults) as emulator, \
+            Store.open(tmp_path / "db") as store:
+        with ScreeningBox(emulator.path, store=store, seconds_per_site=3.0, listener=events.append) as box:
+            box.connect()
+            visit = box.begin_patient(Demographics(age_group="Child"), consent=True)
+            for site in ("AV", "PV", "TV", "MV"):
+                box.record_site(visit, site)
+            result = box.finish(visit)
+            link = box.device_status()
+        records = store.recordings(store.session(visit.session_id))
+        kinds = [k for (k,) in store.query("SELECT kind FROM device_events ORDER BY seq")]
+        assert store.query("PRAGMA integrity_check")[0][0] == "ok"
+        audio = {r.site: store.read_audio(r).samples for r in records}
+    assert [r.site for r in records] == ["AV", "PV", "TV", "MV"]
+    assert emulator.summary()["disconnects"] >= 2 and link["reconnects"] >= 1
+    assert link["crc_errors"] + link["gaps"] > 0
+    assert kinds.count("device_disconnected") == kinds.count("device_reconnected") == link["reconnects"]
+    states = [e["state"] for e in events if e["type"] == "device"]
+    assert states[0] == "connected" and "disconnected" in states and states[-1] != "disconnected"
+    gap_samples = 0
+    for record in records:
+        assert record.status == "complete" and record.samples_written == 3 * RATE
+        # every stored sample is the source sample at its link index: nothing corrupted, nothing shifted
+        assert np.array_equal(audio[record.site], source[stored_indices(record) % len(source)])
+        gap_samples += sum(count for _, count in record.gaps)
+    assert gap_samples > 0  # the unplugs and bit flips inside recordings are stored as gaps
+    assert gap_samples == sum(s["samples_lost"] for s in (r.to_dict() for r in visit.sites.values()))
+    assert result.decision in (None, "RETAKE")  # no model here: stored, but no decision
+
+
+def test_demographics_that_cannot_be_true_are_refused_before_anything_is_stored(tmp_path):
+    with Emulator(link=tmp_path / "steth", seed=1, speed=20) as emulator, Store.open(tmp_path / "db") as store:
+        with ScreeningBox(emulator.path, store=store) as box:
+            box.connect()
+            with pytest.raises(InvalidDemographicsError) as refused:
+                box.begin_patient(Demographics(sex="Male", pregnant=True, height_cm=900.0), consent=True)
+        assert store.query("SELECT COUNT(*) FROM patients")[0][0] == 0
+    assert "height" in str(refused.value) and "pregnancy" in str(refused.value)
+
+
+def test_without_consent_the_patient_is_screened_but_nothing_is_stored(tmp_path):
+    with Emulator(link=tmp_path / "steth", seed=1, speed=20) as emulator, Store.open(tmp_path / "db") as store:
+        with ScreeningBox(emulator.path, store=store, seconds_per_site=1.0) as box:
+            box.connect()
+            visit = box.begin_patient(Demographics(), consent=False)
+            recording = box.record_site(visit, "AV")
+        assert visit.session_id is None and recording.recording_id is None and len(visit.patient_code) > 4
+        assert store.query("SELECT COUNT(*) FROM recordings")[0][0] == 0
+    assert recording.features.shape[0] == 48 and recording.seconds == 1.0
+
+
+@pytest.mark.parametrize("faults, error, words", [
+    (Faults(declared_rate_hz=8000), SampleRateError, "8000 Hz"),
+    (Faults(protocol_version=0x20), ProtocolVersionError, "protocol 2.0"),
+])
+def test_wrong_rate_or_protocol_is_a_clear_error(tmp_path, faults, error, words):
+    with Emulator(link=tmp_path / "steth", seed=1, speed=20, faults=faults) as emulator:
+        box = ScreeningBox(emulator.path)
+        with pytest.raises(error) as refused:
+            box.connect()
+        assert words in str(refused.value)
+        with pytest.raises(ScreeningError, match="not connected"):
+            box.record_site(None, "AV")
+
+
+KILLED_RUN = [sys.executable, "-m", "runtime.cli", "--device", "sim", "--seconds", "4", "--speed", "2",
+              "--consent", "--yes", "--no-model", "--json", "--retakes", "0"]
+
+
+def _wait_for(db: Path, sql: str, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+                    row = conn.execute(sql).fetchone()
+                if row is not None:
+                    return row
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {sql}")
+
+
+def test_a_process_killed_mid_recording_resumes_its_visit_after_restart(tmp_path):
+    root = tmp_path / "db"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    victim = subprocess.Popen(KILLED_RUN + ["--db", str(root)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # the second site has been recording for a while: kill -9, no chance to clean up
+        _wait_for(root / "store.sqlite", "SELECT 1 FROM recordings WHERE site = 'PV' AND samples_written >= 4000")
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+    assert victim.returncode == -signal.SIGKILL
+    done = subprocess.run([sys.executable, "-m", "runtime.cli", "--device", "sim", "--seconds", "1", "--speed", "20",
+                           "--yes", "--no-model", "--json", "--retakes", "0", "--db", str(root)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert "resuming the interrupted visit" in done.stderr
+    with Store.open(root, read_only=True) as store:
+        assert store.query("PRAGMA integrity_check")[0][0] == "ok"
+        (code,) = store.query("SELECT code FROM patients")[0]
+        rows = store.query("SELECT site, status, stop_reason, samples_written FROM recordings ORDER BY seq")
+        sessions = store.query("SELECT status FROM sessions")
+    assert report["patient_code"] == code and len(sessions) == 1 and sessions[0][0] == "closed"
+    statuses = [(r[0], r[1]) for r in rows]
+    # AV finished before the kill and is kept; PV was cut (kept as interrupted, every synced sample
+    # still in its WAV) and recorded again; TV and MV recorded after the restart
+    assert statuses[0] == ("AV", "complete") and statuses[1] == ("PV", "interrupted")
+    assert rows[1][2] == "crash" and rows[1][3] >= 4000
+    assert statuses[2:] == [("PV", "complete"), ("TV", "complete"), ("MV", "complete")]
+    assert [s["site"] for s in report["sites"]] == ["AV", "PV", "TV", "MV"]
+    assert report["sites"][0]["seconds"] == 4.0 and report["sites"][1]["seconds"] == 1.0
