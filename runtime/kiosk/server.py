@@ -1,0 +1,835 @@
+"""The kiosk server: static app, JSON API and a server-sent event stream around one ScreeningBox.
+
+    serve(lambda listener: ScreeningBox(device, store=store, model=model, listener=listener),
+          store=store, port=8080)                      # blocks; Ctrl-C or SIGTERM stops it
+
+The box's methods block and belong to one thread, so a worker thread creates the box (through the
+factory, which receives the listener to pass on) and runs every call on it, one at a time. HTTP
+requests validate their input (runtime.kiosk.api), then hand the call to the worker: starting a
+patient and finishing wait for the answer; recording a site returns 202 at once and reports
+through the event stream (level, device, site_done or recording_failed). The stream starts with
+the whole state, so a reloaded page picks up where it was.
+
+Security: by default the server binds 127.0.0.1 and accepts only requests whose Host header names
+the loopback (a web page elsewhere cannot reach it by DNS rebinding). Any other bind address needs
+an access token of at least 16 characters. With a token (required there, optional on loopback)
+every request carries it: as a cookie, set by opening `/?token=...` once, or as
+`Authorization: Bearer ...`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hmac
+import io
+import ipaddress
+import json
+import queue
+import signal
+import socket
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable
+from concurrent.futures import Future
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from urllib.parse import parse_qs, urlsplit
+
+from runtime.kiosk.api import FieldErrors, field_error, parse_export, parse_patient, parse_recording
+from runtime.manifest import DISCLAIMER
+from runtime.sites import GUIDED_SITES, SITE_NAMES
+from runtime.store import InvalidDemographicsError, LowDiskSpaceError, StoreError, export_records
+from runtime.store.db import iso_utc
+
+MIN_TOKEN_CHARS = 16
+COOKIE = "pcg_kiosk_token"
+MAX_BODY_BYTES = 16_384
+LEVEL_INTERVAL_S = 1 / 30  # at most this many waveform updates per second reach each browser
+KEEPALIVE_S = 15.0
+IDLE_STATUS_S = 2.0
+CALL_TIMEOUT_S = 120.0
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self'; object-src 'none'; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class KioskConfigError(ValueError):
+    """The server was asked to start in a way that is not safe or not possible (the message says why)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: it may resolve to anything
+
+
+class _Subscriber:
+    """One event-stream client: ordered events, plus the latest level (older levels are dropped, so
+    a slow client gets fresh waveforms at a bounded rate rather than a growing backlog)."""
+
+    def __init__(self) -> None:
+        self.events: collections.deque[dict] = collections.deque(maxlen=1000)
+        self.level: dict | None = None
+        self.next_level_at = 0.0
+        self.closed = False
+        self.cond = threading.Condition()
+
+    def put(self, event: dict) -> None:
+        with self.cond:
+            if event["type"] == "level":
+                self.level = event
+            else:
+                if event["type"] in ("site_done", "recording_failed"):
+                    self.level = None  # a level after the site ended would be stale
+                self.events.append(event)
+            self.cond.notify()
+
+    def get(self, timeout_s: float) -> dict | None:
+        """The next event, or None after `timeout_s` without one (time for a keep-alive) or when closed."""
+        deadline = time.monotonic() + timeout_s
+        with self.cond:
+            while not self.closed:
+                now = time.monotonic()
+                if self.events:
+                    return self.events.popleft()
+                if self.level is not None and now >= self.next_level_at:
+                    event, self.level = self.level, None
+                    self.next_level_at = now + LEVEL_INTERVAL_S
+                    return event
+                wait = deadline - now
+                if self.level is not None:
+                    wait = min(wait, self.next_level_at - now)
+                if wait <= 0:
+                    return None
+                self.cond.wait(wait)
+            return None
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+
+
+class EventHub:
+    """Fan-out of events to every connected browser."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: set[_Subscriber] = set()
+        self.closed = False
+
+    def subscribe(self) -> _Subscriber:
+        subscriber = _Subscriber()
+        with self._lock:
+            self._subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: _Subscriber) -> None:
+        with self._lock:
+            self._subscribers.discard(subscriber)
+
+    def publish(self, event: dict) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            subscriber.put(event)
+
+    def close(self) -> None:
+        self.closed = True
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            subscriber.close()
+
+
+class BoxWorker:
+    """The one thread that creates the ScreeningBox and runs every call on it, in order."""
+
+    def __init__(self, box_factory: Callable[[Callable[[dict], None]], object], listener: Callable[[dict], None],
+                 idle: Callable[[object], None]):
+        self._factory = box_factory
+        self._listener = listener
+        self._idle = idle  # runs between calls; must return within a fraction of a second
+        self._jobs: queue.Queue = queue.Queue()
+        self._started: Future = Future()
+        self._thread = threading.Thread(target=self._run, name="pcg-kiosk-box", daemon=True)
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start the thread and create the box; raises what the factory raised."""
+        self._thread.start()
+        self._started.result(timeout_s)
+
+    def submit(self, call: Callable[[object], object]) -> Future:
+        future: Future = Future()
+        self._jobs.put((call, future))
+        return future
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        try:
+            box = self._factory(self._listener)
+        except BaseException as exc:  # handed to start(), which raises it in the caller's thread
+            self._started.set_exception(exc)
+            return
+        self._started.set_result(box)
+        try:
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    self._idle(box)
+                    continue
+                if job is None:
+                    break
+                call, future = job
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(call(box))
+                    except BaseException as exc:  # the requester decides what the error means
+                        future.set_exception(exc)
+        finally:
+            box.close()
+
+
+class Busy(Exception):
+    """The box is doing something else (recording, starting a patient, finishing)."""
+
+
+class KioskState:
+    """What the app shows, kept here so every browser (and a reloaded page) sees the same thing."""
+
+    def __init__(self, hub: EventHub, seconds_per_site: float | None):
+        self.hub = hub
+        self.lock = threading.Lock()
+        self.seconds_per_site = seconds_per_site
+        self.device: dict = {"connected": False, "state": "connecting"}
+        self.visit = None  # runtime.screening.Visit
+        self.visit_info: dict | None = None
+        self.sites: dict[str, dict] = {}
+        self.result: dict | None = None
+        self.busy: str | None = None  # "patient" | "recording" | "finishing"
+        self.recording: dict | None = None  # {"site", "seconds"}
+        self.cancel = threading.Event()
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {
+                "type": "state",
+                "device": self.device,
+                "visit": self.visit_info,
+                "sites": self.sites,
+                "result": self.result,
+                "busy": self.busy,
+                "recording": self.recording,
+                "guided_sites": list(GUIDED_SITES),
+                "site_names": {site: SITE_NAMES[site] for site in GUIDED_SITES},
+                "seconds_per_site": self.seconds_per_site,
+                "disclaimer": DISCLAIMER,
+            }
+
+    def claim(self, what: str) -> None:
+        with self.lock:
+            if self.busy is not None:
+                raise Busy(self.busy)
+            self.busy = what
+
+    def release(self) -> None:
+        with self.lock:
+            self.busy = None
+            self.recording = None
+
+    def on_box_event(self, event: dict) -> None:
+        """The box's listener (called in the worker thread): device and level events go out as they
+        are; site_done and result are published by the kiosk once the call has returned."""
+        kind = event.get("type")
+        if kind == "device":
+            with self.lock:
+                self.device = {k: v for k, v in event.items() if k != "type"}
+            self.hub.publish(event)
+        elif kind == "level":
+            self.hub.publish(event)
+
+
+def _visit_dict(visit) -> dict:
+    return {
+        "patient_code": visit.patient_code,
+        "patient_id": visit.patient_id,
+        "session_id": visit.session_id,
+        "demographics": dataclasses.asdict(visit.demographics),
+    }
+
+
+def _load_static() -> dict[str, tuple[bytes, str]]:
+    folder = resources.files("runtime.kiosk").joinpath("static")
+    files = {}
+    for entry in folder.iterdir():
+        suffix = "." + entry.name.rsplit(".", 1)[-1]
+        if entry.is_file() and suffix in _CONTENT_TYPES:
+            files["/static/" + entry.name] = (entry.read_bytes(), _CONTENT_TYPES[suffix])
+    files["/"] = files["/static/index.html"]
+    return files
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    kiosk: KioskServer
+
+
+class KioskServer:
+    """The kiosk on `host:port` (port 0 picks a free one). `start()` creates the box and returns
+    once the server listens; `stop()` ends it and closes the box. `url` is where the app is."""
+
+    def __init__(
+        self,
+        box_factory: Callable[[Callable[[dict], None]], object],
+        *,
+        store,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        token: str | None = None,
+        seconds_per_site: float | None = None,
+    ):
+        if not is_loopback(host):
+            if token is None:
+                raise KioskConfigError(
+                    f"refusing to serve the kiosk on {host}: other machines could reach it. Give an access "
+                    f"token (at least {MIN_TOKEN_CHARS} characters), or serve on 127.0.0.1")
+        if token is not None and (not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS or not token.isprintable()
+                                  or any(c in token for c in " ;,\"\\")):
+            raise KioskConfigError(f"the access token must be at least {MIN_TOKEN_CHARS} printable characters without "
+                                   "spaces, quotes, commas, semicolons or backslashes")
+        self.store = store
+        self.host = "127.0.0.1" if host == "localhost" else host
+        self.port = port
+        self.token = token
+        self.hub = EventHub()
+        self.state = KioskState(self.hub, seconds_per_site)
+        self.worker = BoxWorker(box_factory, self.state.on_box_event, self._keep_link_drained)
+        self._status_published_at = 0.0
+        self.static = _load_static()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> KioskServer:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        server_class = type("KioskHTTPServer", (_HTTPServer,), {"address_family": family})
+        self._httpd = server_class((self.host, self.port), KioskHandler)
+        self._httpd.kiosk = self
+        self.port = self._httpd.server_address[1]
+        try:
+            self.worker.start()
+        except BaseException:
+            self._httpd.server_close()
+            raise
+        self.connect_device()
+        self.worker.submit(self._resume_interrupted_visit)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="pcg-kiosk-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.state.cancel.set()
+        self.hub.close()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        self.worker.stop()
+
+    def __enter__(self) -> KioskServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def address(self) -> tuple:
+        """The listening socket's address, as the operating system reports it."""
+        return self._httpd.socket.getsockname()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    # --- actions (validated input; each runs on the worker) ------------------------------------
+
+    def connect_device(self) -> None:
+        """(Re)connect the stethoscope in the background; the outcome arrives as a device event."""
+        with self.state.lock:
+            if self.state.busy == "recording":
+                raise Busy("recording")
+
+        def connect(box):
+            try:
+                status = box.connect()
+                self._keep_link_drained(box)  # what arrived with the device's greeting is not patient audio
+                device = {"state": "connected", **status}
+            except Exception as exc:  # the operator sees the reason and can retry
+                device = {"state": "failed", "connected": False, "error": str(exc)}
+            with self.state.lock:
+                self.state.device = device
+            self.hub.publish({"type": "device", **device})
+
+        self.worker.submit(connect)
+
+    def _keep_link_drained(self, box) -> None:
+        """Between calls, read and discard what the stethoscope sends (as the terminal program does
+        while the operator places the chest piece): a recording then starts on fresh audio rather
+        than seconds buffered in the port, and an unplug shows while idle. Device counters go out
+        every IDLE_STATUS_S."""
+        if box.session is None or not box.connected:
+            time.sleep(0.05)
+            return
+        try:
+            box._read(None)
+        except Exception as exc:  # unplugged for longer than the box waits: the operator reconnects
+            device = {"state": "failed", "connected": False, "error": str(exc)}
+            with self.state.lock:
+                self.state.device = device
+            self.hub.publish({"type": "device", **device})
+            return
+        now = time.monotonic()
+        if now - self._status_published_at >= IDLE_STATUS_S:
+            self._status_published_at = now
+            with self.state.lock:
+                device = {**self.state.device, **box.device_status()}
+                self.state.device = device
+            self.hub.publish({"type": "device", **device})
+
+    def _resume_interrupted_visit(self, box) -> None:
+        """After a crash or power cut, carry on with the last visit left open (its completed sites
+        are kept; the site cut short is recorded again)."""
+        open_visits = box.resumable()
+        if not open_visits:
+            return
+        visit = box.resume_visit(open_visits[-1])
+        with self.state.lock:
+            self.state.visit = visit
+            self.state.visit_info = _visit_dict(visit)
+            self.state.sites = {site: recording.to_dict() for site, recording in visit.sites.items()}
+        self.hub.publish(self.state.snapshot())
+
+    def begin_patient(self, body: object) -> dict:
+        demographics = parse_patient(body)
+        self.state.claim("patient")
+        try:
+            visit = self._call(lambda box: box.begin_patient(demographics, consent=True))
+        finally:
+            self.state.release()
+        with self.state.lock:
+            self.state.visit = visit
+            self.state.visit_info = _visit_dict(visit)
+            self.state.sites = {}
+            self.state.result = None
+        self.hub.publish({"type": "visit", "visit": self.state.visit_info})
+        return self.state.visit_info
+
+    def record(self, body: object) -> dict:
+        site, seconds = parse_recording(body, self.state.seconds_per_site)
+        state = self.state
+        with state.lock:
+            if state.visit is None:
+                raise FieldErrors({"visit": field_error("no_visit", "start a new patient first")}, status=409)
+            if state.result is not None:
+                raise FieldErrors({"visit": field_error("finished", "this visit has its result; start a new patient")},
+                                  status=409)
+        state.claim("recording")
+        visit = state.visit
+        cancel = state.cancel = threading.Event()
+        with state.lock:
+            state.recording = {"site": site, "seconds": seconds}
+        self.hub.publish({"type": "recording_started", "site": site, "seconds": seconds})
+
+        def record(box):
+            try:
+                recording = box.record_site(visit, site, seconds=seconds, cancel=cancel)
+            except Exception as exc:  # what was recorded stays stored; the operator records the site again
+                state.release()
+                self.hub.publish({"type": "recording_failed", "site": site, "message": str(exc)})
+                return
+            done = recording.to_dict()
+            with state.lock:
+                state.sites[site] = done
+            state.release()
+            self.hub.publish({"type": "site_done", **done})
+
+        self.worker.submit(record)
+        return {"site": site, "seconds": seconds}
+
+    def cancel_recording(self) -> dict:
+        with self.state.lock:
+            recording = self.state.recording
+        if recording is None:
+            raise FieldErrors({"recording": field_error("not_recording", "no recording is running")}, status=409)
+        self.state.cancel.set()
+        return recording
+
+    def finish(self) -> dict:
+        state = self.state
+        with state.lock:
+            visit = state.visit
+            if visit is None:
+                raise FieldErrors({"visit": field_error("no_visit", "start a new patient first")}, status=409)
+            if not state.sites:
+                raise FieldErrors({"sites": field_error("no_sites", "record at least one site first")}, status=409)
+            if state.result is not None:
+                return state.result
+        state.claim("finishing")
+        try:
+            result = self._call(lambda box: box.finish(visit))
+        finally:
+            state.release()
+        result = {"patient_code": visit.patient_code, **result.to_dict()}
+        with state.lock:
+            state.result = result
+        self.hub.publish({"type": "result", **result})
+        return result
+
+    def _call(self, call: Callable[[object], object]):
+        return self.worker.submit(call).result(CALL_TIMEOUT_S)
+
+    # --- reads from the store --------------------------------------------------------------
+
+    def todays_visits(self) -> list[dict]:
+        """Visits started since local midnight by the box's clock, newest first."""
+        midnight = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+        rows = self.store.query(
+            """SELECT s.id AS session_id, s.seq, s.created_at, s.status, p.code,
+                      (SELECT COUNT(DISTINCT site) FROM recordings r
+                        WHERE r.session_id = s.id AND r.samples_written > 0) AS sites_recorded,
+                      x.decision, x.probability
+               FROM sessions s JOIN patients p ON p.id = s.patient_id
+               LEFT JOIN results x ON x.id = (SELECT id FROM results WHERE session_id = s.id ORDER BY seq DESC LIMIT 1)
+               WHERE s.created_at >= ? ORDER BY s.seq DESC LIMIT 500""",
+            (iso_utc(midnight),),
+        )
+        with self.state.lock:
+            current = self.state.visit_info["session_id"] if self.state.visit_info else None
+        visits = []
+        for row in rows:
+            visit = dict(row)
+            visit["status"] = visit["decision"] or ("in_progress" if row["session_id"] == current else "incomplete")
+            visits.append(visit)
+        return visits
+
+    def export(self, query: dict[str, list[str]]) -> tuple[bytes, str, str]:
+        """(body, content type, file name) of a record export."""
+        format, after_seq = parse_export(query)
+        export = export_records(self.store, format, after_seq=after_seq)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M")
+        name = f"pcg-export-{stamp}-seq{export.max_seq}"
+        if format == "json":
+            (text,) = export.files.values()
+            return text.encode(), "application/json", name + ".json"
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file_name, text in export.files.items():
+                archive.writestr(f"{name}/{file_name}", text)
+        return buffer.getvalue(), "application/zip", name + ".zip"
+
+    def recording_audio(self, recording_id: str) -> bytes:
+        try:
+            uuid.UUID(recording_id)
+            recording = self.store.recording(recording_id)
+        except (ValueError, LookupError):
+            raise LookupError(f"no recording {recording_id}") from None
+        return self.store.wav_path(recording).read_bytes()
+
+    # --- access ---------------------------------------------------------------------------
+
+    def token_matches(self, offered: str | None) -> bool:
+        return offered is not None and hmac.compare_digest(offered.encode(), self.token.encode())
+
+
+class KioskHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "pcg-kiosk"
+    sys_version = ""
+    server: _HTTPServer
+
+    @property
+    def kiosk(self) -> KioskServer:
+        return self.server.kiosk
+
+    def log_message(self, format: str, *args) -> None:
+        """Quiet: the field box's journal should not fill with every request."""
+
+    # --- dispatch --------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query, keep_blank_values=True)
+        try:
+            if not self._host_allowed():
+                return self._json({"error": "this kiosk answers only on the loopback address it was opened on"}, 421)
+            if self.kiosk.token is not None and not self._authorized(url.path, query):
+                return None
+            route = _ROUTES.get((method, url.path))
+            if route is None and method == "GET" and url.path in self.kiosk.static:
+                return self._static(url.path)
+            if route is None and method == "GET" and url.path.startswith("/api/recordings/") and url.path.endswith("/audio"):
+                return self._audio(url.path.split("/")[3])
+            if route is None:
+                allowed = sorted(m for m, p in _ROUTES if p == url.path)
+                if allowed:
+                    return self._json({"error": f"use {' or '.join(allowed)} for {url.path}"}, 405,
+                                      extra={"Allow": ", ".join(allowed)})
+                return self._json({"error": f"no such page or API: {url.path}"}, 404)
+            if method == "POST":
+                body = self._read_json()
+                if body is None:
+                    return None
+                return route(self, body)
+            return route(self, query)
+        except FieldErrors as exc:
+            return self._json({"error": str(exc), "errors": exc.errors}, exc.status)
+        except Busy as exc:
+            return self._json({"error": f"the box is busy ({exc}); wait for it to finish", "busy": str(exc)}, 409)
+        except InvalidDemographicsError as exc:
+            return self._json({"error": str(exc), "errors": {"demographics": field_error("implausible", str(exc))}}, 422)
+        except LowDiskSpaceError as exc:
+            return self._json({"error": str(exc), "errors": {"store": field_error("low_disk_space", str(exc))}}, 507)
+        except StoreError as exc:
+            return self._json({"error": str(exc)}, 409)
+        except (BrokenPipeError, ConnectionResetError):
+            return None
+
+    def _host_allowed(self) -> bool:
+        if self.kiosk.token is not None:
+            return True
+        host = self.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name.strip("[]") in LOOPBACK_NAMES
+
+    def _authorized(self, path: str, query: dict[str, list[str]]) -> bool:
+        kiosk = self.kiosk
+        if path == "/" and "token" in query:
+            if kiosk.token_matches(query["token"][0]):
+                self._send(303, b"", "text/plain", extra={
+                    "Location": "/", "Set-Cookie": f"{COOKIE}={kiosk.token}; Path=/; HttpOnly; SameSite=Strict"})
+                return False
+            self._json({"error": "wrong access token"}, 401)
+            return False
+        offered = None
+        authorization = self.headers.get("Authorization", "")
+        if authorization.startswith("Bearer "):
+            offered = authorization[len("Bearer "):]
+        else:
+            for part in self.headers.get("Cookie", "").split(";"):
+                name, _, value = part.strip().partition("=")
+                if name == COOKIE:
+                    offered = value
+        if kiosk.token_matches(offered):
+            return True
+        self._json({"error": "this kiosk needs its access token: open /?token=... once on this screen"}, 401)
+        return False
+
+    # --- responses -------------------------------------------------------------------------
+
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in {**_SECURITY_HEADERS, **(extra or {})}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, data, status: int = 200, extra: dict | None = None) -> None:
+        self._send(status, json.dumps(data, allow_nan=False).encode(), "application/json", extra)
+
+    def _read_json(self):
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit():
+            self.close_connection = True
+            return self._json({"error": "a POST needs a Content-Length"}, 411)
+        if int(length) > MAX_BODY_BYTES:
+            self.close_connection = True
+            return self._json({"error": f"request body over {MAX_BODY_BYTES} bytes"}, 413)
+        raw = self.rfile.read(int(length))
+        if content_type != "application/json":
+            # also what keeps a plain HTML form on another site from posting here
+            return self._json({"error": "send the request body as application/json"}, 415)
+        try:
+            return json.loads(raw or b"{}")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return self._json({"error": f"the request body is not valid JSON: {exc}",
+                               "errors": {"body": field_error("json", str(exc))}}, 400)
+
+    def _static(self, path: str) -> None:
+        body, content_type = self.kiosk.static[path]
+        self._send(200, body, content_type)
+
+    def _audio(self, recording_id: str) -> None:
+        try:
+            data = self.kiosk.recording_audio(recording_id)
+        except (LookupError, FileNotFoundError):
+            return self._json({"error": f"no recording {recording_id}"}, 404)
+        start, end, status = 0, len(data) - 1, 200
+        requested = self.headers.get("Range", "")
+        if requested.startswith("bytes="):
+            first, _, last = requested[len("bytes="):].partition("-")
+            if first.isdigit() and (last.isdigit() or last == "") and int(first) < len(data):
+                start, end, status = int(first), min(int(last), end) if last else end, 206
+        extra = {"Accept-Ranges": "bytes"}
+        if status == 206:
+            extra["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        self._send(status, data[start:end + 1], "audio/wav", extra)
+
+    def _events(self, query) -> None:
+        """Server-sent events: the whole state first, then every change as it happens."""
+        kiosk = self.kiosk
+        subscriber = kiosk.hub.subscribe()
+        self.close_connection = True
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            for name, value in _SECURITY_HEADERS.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(b"retry: 1000\n\n" + _sse(kiosk.state.snapshot()))
+            self.wfile.flush()
+            while not kiosk.hub.closed:
+                event = subscriber.get(KEEPALIVE_S)
+                self.wfile.write(_sse(event) if event is not None else b": keep-alive\n\n")
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass
+        finally:
+            kiosk.hub.unsubscribe(subscriber)
+
+    # --- routes ----------------------------------------------------------------------------
+
+    def _state(self, query) -> None:
+        self._json(self.kiosk.state.snapshot())
+
+    def _today(self, query) -> None:
+        self._json({"visits": self.kiosk.todays_visits()})
+
+    def _export(self, query) -> None:
+        body, content_type, name = self.kiosk.export(query)
+        self._send(200, body, content_type, extra={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    def _post_patient(self, body) -> None:
+        self._json(self.kiosk.begin_patient(body), 201)
+
+    def _post_record(self, body) -> None:
+        self._json(self.kiosk.record(body), 202)
+
+    def _post_cancel(self, body) -> None:
+        self._json(self.kiosk.cancel_recording(), 202)
+
+    def _post_finish(self, body) -> None:
+        self._json(self.kiosk.finish())
+
+    def _post_connect(self, body) -> None:
+        self.kiosk.connect_device()
+        self._json({"state": "connecting"}, 202)
+
+
+def _sse(event: dict) -> bytes:
+    return b"data: " + json.dumps(event, allow_nan=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+_ROUTES: dict[tuple[str, str], Callable] = {
+    ("GET", "/api/state"): KioskHandler._state,
+    ("GET", "/api/events"): KioskHandler._events,
+    ("GET", "/api/today"): KioskHandler._today,
+    ("GET", "/api/export"): KioskHandler._export,
+    ("POST", "/api/patients"): KioskHandler._post_patient,
+    ("POST", "/api/visit/record"): KioskHandler._post_record,
+    ("POST", "/api/visit/cancel"): KioskHandler._post_cancel,
+    ("POST", "/api/visit/finish"): KioskHandler._post_finish,
+    ("POST", "/api/device/connect"): KioskHandler._post_connect,
+}
+
+
+def serve(
+    box_factory: Callable[[Callable[[dict], None]], object],
+    *,
+    store,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    token: str | None = None,
+    seconds_per_site: float | None = None,
+    on_ready: Callable[[KioskServer], None] | None = None,
+) -> int:
+    """Serve the kiosk until Ctrl-C or SIGTERM; returns 0. Raises KioskConfigError when asked to
+    listen beyond the loopback without a token, OSError when the port is taken, and whatever the
+    box factory raised."""
+    kiosk = KioskServer(box_factory, store=store, host=host, port=port, token=token, seconds_per_site=seconds_per_site)
+    stopping = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        kiosk.start()
+        print(f"pcg-kiosk: serving on {kiosk.url}" + (" (open /?token=... once)" if token else ""), flush=True)
+        if on_ready is not None:
+            on_ready(kiosk)
+        try:
+            while not stopping.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    kiosk.stop()
+    return 0
+
+
+def serve_from_cli(args, *, model, store) -> int:
+    """`pcg-runtime --kiosk`: serve the app for the stethoscope at `args.device_path` (the options
+    of runtime.cli's live parser: baud, seconds, operating_point, kiosk_host, port, token)."""
+    import sys
+
+    from runtime.screening import ScreeningBox
+
+    if store is None:
+        print("pcg-runtime: the kiosk keeps patients and recordings in the store: leave out --no-store", file=sys.stderr)
+        return 2
+
+    def make_box(listener):
+        return ScreeningBox(args.device_path, store=store, model=model, baud=args.baud, seconds_per_site=args.seconds,
+                            operating_point=args.operating_point, listener=listener)
+
+    try:
+        return serve(make_box, store=store, host=args.kiosk_host, port=args.port, token=args.token,
+                     seconds_per_site=args.seconds)
+    except KioskConfigError as exc:
+        print(f"pcg-runtime: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"pcg-runtime: cannot serve the kiosk on {args.kiosk_host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2

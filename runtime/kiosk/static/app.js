@@ -1,0 +1,490 @@
+"use strict";
+// The kiosk app: one page, screens shown and hidden. Everything the runtime does arrives on the
+// server-sent event stream (/api/events), which starts with the whole state; requests only ask.
+
+const AGE_GROUPS = ["Neonate", "Infant", "Child", "Adolescent", "Young adult"];
+const SEXES = ["Female", "Male"];
+const PREGNANCY_AGE_GROUPS = ["Adolescent", "Young adult"];
+
+const app = {
+  state: null,          // the server's state (see KioskState.snapshot), kept current by events
+  screen: "patient",
+  site: null,           // the site shown on the recording screen
+  lang: "en",
+  form: { age_group: null, sex: null, pregnant: null },
+  failure: null,        // {site, message} of the last recording that stopped early
+  banner: null,         // "lost" | "back" | null
+  wave: [],             // recent waveform points, newest last
+  waveDirty: false,
+};
+
+const $ = (id) => document.getElementById(id);
+
+function t(key, vars) {
+  const table = window.I18N[app.lang] || window.I18N.en;
+  let text = key in table ? table[key] : (window.I18N.en[key] || key);
+  for (const [name, value] of Object.entries(vars || {})) text = text.split(`{${name}}`).join(String(value));
+  return text;
+}
+
+function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props || {});
+  for (const child of children) node.append(child);
+  return node;
+}
+
+async function api(method, path, body) {
+  const options = { method, headers: {}, credentials: "same-origin" };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, options);
+  let data = null;
+  try { data = await response.json(); } catch (e) { data = null; }
+  return { ok: response.ok, status: response.status, data: data || {} };
+}
+
+// --- language ----------------------------------------------------------------------------
+
+function applyLanguage() {
+  document.documentElement.lang = app.lang === "pt" ? "pt-BR" : "en";
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  renderAll();
+}
+
+// --- screens -----------------------------------------------------------------------------
+
+function show(screen) {
+  app.screen = screen;
+  for (const section of document.querySelectorAll("main .screen")) section.hidden = section.id !== `screen-${screen}`;
+  for (const button of document.querySelectorAll(".tabs button")) button.classList.toggle("active", button.dataset.screen === screen);
+  if (screen === "today") loadToday();
+  document.querySelector("main").scrollTop = 0;
+  renderAll();
+}
+
+function renderAll() {
+  if (!app.state) return;
+  renderDevice();
+  renderBanner();
+  renderChoices();
+  renderRecord();
+  renderResult();
+}
+
+// --- device ------------------------------------------------------------------------------
+
+function renderDevice() {
+  const device = app.state.device || {};
+  const pill = $("device-pill");
+  const state = device.connected ? (device.state === "reconnected" ? "reconnected" : "connected")
+    : (device.state === "connecting" ? "connecting" : device.state === "failed" ? "failed" : "disconnected");
+  let text = t(`device.${state}`);
+  if (device.connected && device.battery_pct != null) text += ` · ${device.battery_pct}%`;
+  pill.textContent = text;
+  pill.className = "pill " + (device.connected ? "ok" : state === "connecting" ? "" : "bad");
+  const rows = [
+    ["device.state", t(`device.${state}`)], ["device.port", device.port], ["device.firmware", device.firmware],
+    ["device.rate", device.rate_hz != null ? `${device.rate_hz} Hz` : null],
+    ["device.battery", device.battery_pct != null ? `${device.battery_pct} %` : null],
+    ["device.frames", device.frames_ok], ["device.crc", device.crc_errors], ["device.gaps", device.gaps],
+    ["device.lost", device.samples_lost], ["device.reconnects", device.reconnects], ["device.error", device.error],
+  ];
+  const table = $("device-table");
+  table.replaceChildren();
+  for (const [key, value] of rows) {
+    if (value === undefined || value === null) continue;
+    table.append(el("dt", { textContent: t(key) }), el("dd", { textContent: String(value), id: `device-${key.split(".")[1]}` }));
+  }
+  $("btn-connect").disabled = app.state.busy !== null;
+}
+
+function renderBanner() {
+  const banner = $("banner");
+  banner.hidden = !app.banner;
+  banner.className = "banner" + (app.banner === "back" ? " back" : "");
+  banner.textContent = app.banner === "lost" ? t("device.banner_lost") : app.banner === "back" ? t("device.banner_back") : "";
+}
+
+// --- new patient ---------------------------------------------------------------------------
+
+function choiceButtons(containerId, field, options) {
+  // Built once per language and then only updated, so a tap never lands on a replaced button.
+  const container = $(containerId);
+  if (container.dataset.lang !== app.lang) {
+    container.dataset.lang = app.lang;
+    container.replaceChildren();
+    for (const [value, label] of options) {
+      const id = `${field}-${value === null ? "unknown" : String(value).replace(" ", "-")}`;
+      const button = el("button", { type: "button", id, textContent: label });
+      button.addEventListener("click", () => { app.form[field] = value; clearError(field); renderChoices(); });
+      button.choice = value;
+      container.append(button);
+    }
+  }
+  for (const button of container.children) button.setAttribute("aria-pressed", String(app.form[field] === button.choice));
+}
+
+function pregnancyPlausible() {
+  return app.form.sex === "Female" && PREGNANCY_AGE_GROUPS.includes(app.form.age_group);
+}
+
+function renderChoices() {
+  choiceButtons("age-choices", "age_group", [...AGE_GROUPS.map((g) => [g, t(`age.${g}`)]), [null, t("patient.unknown")]]);
+  choiceButtons("sex-choices", "sex", [...SEXES.map((s) => [s, t(`sex.${s}`)]), [null, t("patient.unknown")]]);
+  if (!pregnancyPlausible()) app.form.pregnant = null;
+  $("pregnancy").hidden = !pregnancyPlausible();
+  choiceButtons("pregnant-choices", "pregnant", [[false, t("patient.no")], [true, t("patient.yes")], [null, t("patient.unknown")]]);
+}
+
+function clearError(field) {
+  const node = document.querySelector(`.err[data-for="${field}"]`);
+  if (node) node.textContent = "";
+}
+
+function showErrors(errors) {
+  for (const node of document.querySelectorAll("#patient-form .err")) node.textContent = "";
+  for (const input of document.querySelectorAll("#patient-form .invalid")) input.classList.remove("invalid");
+  let first = null;
+  for (const [field, error] of Object.entries(errors)) {
+    const node = document.querySelector(`#patient-form .err[data-for="${field}"]`) || document.querySelector('#patient-form .err[data-for="demographics"]');
+    const key = `err.${error.code}`;
+    node.textContent = key in window.I18N[app.lang] ? t(key, error) : error.message;
+    const input = document.querySelector(`#patient-form [name="${field}"]`);
+    if (input) input.classList.add("invalid");
+    first = first || node;
+  }
+  if (first) first.scrollIntoView({ block: "center" });
+}
+
+function measure(id) {
+  const text = $(id).value.trim().replace(",", ".");
+  if (text === "") return null;
+  const value = Number(text);
+  return Number.isFinite(value) ? value : text;  // the server explains what is wrong with text
+}
+
+async function submitPatient(event) {
+  event.preventDefault();
+  const body = {
+    consent: $("consent").checked,
+    age_group: app.form.age_group, sex: app.form.sex,
+    height_cm: measure("height"), weight_kg: measure("weight"),
+    pregnant: pregnancyPlausible() ? app.form.pregnant : null,
+  };
+  const button = $("start-patient");
+  button.disabled = true;
+  try {
+    const reply = await api("POST", "/api/patients", body);
+    if (reply.ok) {
+      $("patient-form").reset();
+      app.form = { age_group: null, sex: null, pregnant: null };
+      showErrors({});
+      adoptVisit(reply.data);
+    } else {
+      showErrors(reply.data.errors || { demographics: { code: "", message: reply.data.error || `HTTP ${reply.status}` } });
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// --- recording -----------------------------------------------------------------------------
+
+function adoptVisit(visit) {
+  if (app.state.visit && app.state.visit.session_id === visit.session_id && app.site) return;
+  app.state.visit = visit;
+  app.state.sites = {};
+  app.state.result = null;
+  app.failure = null;
+  app.site = app.state.guided_sites[0];
+  app.wave = [];
+  show("record");
+}
+
+function nextSite() {
+  const sites = app.state.guided_sites;
+  const start = sites.indexOf(app.site);
+  for (let i = 1; i <= sites.length; i++) {
+    const site = sites[(start + i) % sites.length];
+    if (!app.state.sites[site]) return site;
+  }
+  return null;
+}
+
+function renderRecord() {
+  const s = app.state;
+  const visit = s.visit;
+  $("record-empty").hidden = !!visit;
+  $("record-body").hidden = !visit;
+  if (!visit) return;
+  if (!app.site) app.site = s.guided_sites.find((site) => !s.sites[site]) || s.guided_sites[0];
+  $("patient-code").textContent = visit.patient_code;
+  const recording = s.recording;
+  const busy = s.busy !== null;
+  const steps = $("steps");
+  if (!steps.children.length) {
+    for (const site of s.guided_sites) {
+      const button = el("button", { type: "button", id: `step-${site}` });
+      button.addEventListener("click", () => { app.site = site; app.failure = null; app.wave = []; drawWave(); renderRecord(); });
+      steps.append(button);
+    }
+  }
+  for (const site of s.guided_sites) {
+    const done = s.sites[site];
+    const button = $(`step-${site}`);
+    button.textContent = site + (done ? (done.quality.ok ? " ✓" : " !") : "");
+    button.className = (site === app.site ? "current " : "") + (done ? (done.quality.ok ? "ok" : "retake") : "");
+    button.disabled = busy || !!s.result;
+  }
+  const site = app.site;
+  const done = s.sites[site];
+  const isRecording = recording && recording.site === site;
+  $("record-instruction").textContent = app.failure && app.failure.site === site
+    ? t("record.failed", { message: app.failure.message })
+    : isRecording ? t("record.recording", { site })
+    : done ? t("record.done", { site }) : t("record.place", { site, name: t(`site.${site}`) });
+  $("record-instruction").classList.toggle("warn", !!(app.failure && app.failure.site === site));
+  const allDone = s.guided_sites.every((x) => s.sites[x]);
+  const anyDone = s.guided_sites.some((x) => s.sites[x]);
+  $("btn-record").hidden = !!isRecording || !!done;
+  $("btn-record").disabled = busy || !!s.result;
+  $("btn-stop").hidden = !isRecording;
+  $("btn-retake").hidden = !done || !!isRecording;
+  $("btn-retake").disabled = busy || !!s.result;
+  $("btn-next").hidden = !done || !!isRecording || allDone;
+  $("btn-skip").hidden = !!done || !!isRecording || !nextSite();
+  $("btn-skip").disabled = busy;
+  $("btn-finish").hidden = !(allDone || (anyDone && !nextSite())) || !!isRecording;
+  $("btn-finish").disabled = busy;
+  if (!isRecording && !done) {
+    $("timer").textContent = `0.0 / ${(s.seconds_per_site || 0).toFixed(1)} s`;
+  }
+  const outcome = $("site-outcome");
+  outcome.hidden = !done || !!isRecording;
+  if (done && !isRecording) {
+    const ok = done.quality.ok;
+    outcome.className = "outcome" + (ok ? "" : " bad");
+    $("quality-verdict").textContent = ok ? t("record.quality_ok") : t("record.quality_bad");
+    const list = $("quality-messages");
+    list.replaceChildren(...(done.quality.messages || []).map((m) => el("li", { textContent: m })));
+    if (done.samples_lost) list.append(el("li", { textContent: t("record.lost", { n: done.samples_lost }) }));
+    $("timer").textContent = `${done.seconds.toFixed(1)} s`;
+    const audio = $("playback");
+    const source = done.recording_id ? `/api/recordings/${done.recording_id}/audio` : "";
+    if (audio.dataset.src !== source) { audio.dataset.src = source; if (source) audio.src = source; else audio.removeAttribute("src"); }
+  }
+}
+
+function onLevel(level) {
+  if (!app.state.recording || level.site !== app.site) return;
+  $("timer").textContent = `${level.elapsed_s.toFixed(1)} / ${level.seconds.toFixed(1)} s`;
+  const bar = $("meter-bar");
+  bar.style.width = `${Math.round(Math.max(0, Math.min(1, level.meter)) * 100)}%`;
+  bar.className = level.meter < 0.25 ? "low" : level.meter > 0.92 ? "high" : "";
+  $("clipping").hidden = !(level.clipping > 0.001);
+  app.wave.push(...level.waveform);
+  if (app.wave.length > 640) app.wave.splice(0, app.wave.length - 640);
+  if (!app.waveDirty) { app.waveDirty = true; requestAnimationFrame(drawWave); }
+}
+
+function drawWave() {
+  app.waveDirty = false;
+  const canvas = $("wave");
+  const ctx = canvas.getContext("2d");
+  const { width, height } = canvas;
+  ctx.fillStyle = "#0d1b2a";
+  ctx.fillRect(0, 0, width, height);
+  ctx.strokeStyle = "#4fc3f7";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  const points = app.wave;
+  const n = 640;
+  for (let i = 0; i < points.length; i++) {
+    const x = (width * (n - points.length + i)) / n;
+    const y = height / 2 - points[i] * (height / 2 - 4);
+    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+  }
+  ctx.stroke();
+}
+
+async function record(site) {
+  app.failure = null;
+  app.wave = [];
+  drawWave();
+  const reply = await api("POST", "/api/visit/record", { site });
+  if (!reply.ok) { app.failure = { site, message: reply.data.error || `HTTP ${reply.status}` }; renderRecord(); }
+}
+
+async function finish() {
+  $("btn-finish").disabled = true;
+  const reply = await api("POST", "/api/visit/finish", {});
+  if (reply.ok) { app.state.result = reply.data; show("result"); }
+  else { app.failure = { site: app.site, message: reply.data.error || `HTTP ${reply.status}` }; renderRecord(); }
+}
+
+// --- result and referral slip ----------------------------------------------------------------
+
+function percent(p) { return p === null || p === undefined ? "—" : `${Math.round(p * 100)}%`; }
+
+function renderResult() {
+  const r = app.state.result;
+  $("nav-result").disabled = !r;
+  if (!r) return;
+  const decision = $("result-decision");
+  decision.className = "decision " + (r.decision || "NONE");
+  decision.textContent = t(`result.${r.decision || "NONE"}`);
+  decision.dataset.decision = r.decision || "";
+  $("result-probability").textContent = percent(r.probability);
+  $("result-threshold").textContent = r.threshold != null ? t("result.threshold", { threshold: percent(r.threshold), point: r.operating_point }) : "";
+  $("result-reason").textContent = r.reason;
+  const contrib = $("contrib");
+  contrib.replaceChildren();
+  const entries = Object.entries(r.site_contributions || {});
+  const top = Math.max(1e-9, ...entries.map(([, v]) => Math.abs(v)));
+  for (const [site, value] of entries) {
+    const bar = el("div", { className: "bar" });
+    bar.style.width = `${Math.round((Math.abs(value) / top) * 100)}%`;
+    contrib.append(el("strong", { textContent: site }), el("div", {}, bar), el("span", { textContent: value.toFixed(2) }));
+  }
+  const unused = r.unused && r.unused.length ? r.unused : [r.model ? t("result.nothing_unused") : t("result.NONE")];
+  $("unused").replaceChildren(...unused.map((u) => el("li", { textContent: u })));
+  const model = $("model");
+  model.replaceChildren();
+  for (const [key, value] of Object.entries(r.model || {})) {
+    if (value === null || value === undefined || value === "") continue;
+    const text = typeof value === "object" ? Object.entries(value).map(([k, v]) => `${k}: ${v}`).join(", ") : String(value);
+    model.append(el("dt", { textContent: key }), el("dd", { textContent: key === "graph_sha256" ? text.slice(0, 16) + "…" : text }));
+  }
+  if (!r.model) model.append(el("dt", { textContent: "—" }), el("dd", { textContent: t("result.NONE") }));
+  $("notice").textContent = app.lang === "en" ? r.disclaimer : t("result.notice");
+  renderSlip(r);
+}
+
+function renderSlip(r) {
+  const visit = app.state.visit || {};
+  const demo = visit.demographics || {};
+  const unknown = t("patient.unknown");
+  $("slip-code").textContent = r.patient_code || visit.patient_code || "";
+  $("slip-date").textContent = new Date().toLocaleString(app.lang === "pt" ? "pt-BR" : "en-GB");
+  $("slip-demographics").textContent = [
+    demo.age_group ? t(`age.${demo.age_group}`) : unknown, demo.sex ? t(`sex.${demo.sex}`) : unknown,
+    demo.height_cm != null ? `${demo.height_cm} cm` : unknown, demo.weight_kg != null ? `${demo.weight_kg} kg` : unknown,
+  ].join(" / ");
+  $("slip-decision").textContent = t(`result.${r.decision || "NONE"}`);
+  $("slip-probability").textContent = percent(r.probability);
+  $("slip-sites").textContent = Object.keys(app.state.sites || {}).join(", ");
+  $("slip-reason").textContent = r.reason;
+  $("slip-model").textContent = r.model ? `${r.model.name || ""} ${String(r.model.graph_sha256 || "").slice(0, 12)}` : "—";
+}
+
+// --- today and export ----------------------------------------------------------------------
+
+async function loadToday() {
+  const reply = await api("GET", "/api/today");
+  if (!reply.ok) return;
+  const rows = $("today-rows");
+  rows.replaceChildren();
+  for (const v of reply.data.visits) {
+    const status = ["in_progress", "incomplete"].includes(v.status) ? t(`today.${v.status}`) : t(`result.${v.status}`);
+    const time = new Date(v.created_at).toLocaleTimeString(app.lang === "pt" ? "pt-BR" : "en-GB", { hour: "2-digit", minute: "2-digit" });
+    rows.append(el("tr", {},
+      el("td", { textContent: v.code }), el("td", { textContent: time }),
+      el("td", { textContent: `${v.sites_recorded} / 4` }),
+      el("td", { textContent: status, className: `status-${v.status}` })));
+  }
+  $("today-empty").hidden = reply.data.visits.length > 0;
+}
+
+// --- events ----------------------------------------------------------------------------------
+
+function onEvent(event) {
+  const s = app.state;
+  switch (event.type) {
+    case "state": {
+      app.state = event;
+      if (event.recording) app.site = event.recording.site;
+      renderAll();
+      if (app.firstState) return;
+      app.firstState = true;
+      show(event.result ? "result" : event.visit ? "record" : "patient");
+      return;
+    }
+    case "device": {
+      const { type, ...device } = event;
+      s.device = device;
+      if (event.state === "disconnected") app.banner = "lost";
+      else if (event.state === "reconnected" && app.banner === "lost") {
+        app.banner = "back";
+        setTimeout(() => { if (app.banner === "back") { app.banner = null; renderBanner(); } }, 5000);
+      }
+      renderDevice();
+      renderBanner();
+      return;
+    }
+    case "visit": adoptVisit(event.visit); return;
+    case "recording_started":
+      s.busy = "recording"; s.recording = { site: event.site, seconds: event.seconds };
+      app.site = event.site; app.failure = null; app.banner = null;
+      renderAll();
+      return;
+    case "level": onLevel(event); return;
+    case "site_done": {
+      const { type, ...site } = event;
+      s.sites[event.site] = site; s.busy = null; s.recording = null;
+      if (app.banner === "back") app.banner = null;
+      renderAll();
+      return;
+    }
+    case "recording_failed":
+      s.busy = null; s.recording = null;
+      app.failure = { site: event.site, message: event.message };
+      renderAll();
+      return;
+    case "result": {
+      const { type, ...result } = event;
+      s.result = result;
+      show("result");
+      return;
+    }
+  }
+}
+
+function connectEvents() {
+  const source = new EventSource("/api/events");
+  source.onmessage = (message) => onEvent(JSON.parse(message.data));
+  source.onerror = () => { if (app.state) { app.state.device = { ...app.state.device }; } };
+  window.kioskEvents = source;
+}
+
+// --- start ------------------------------------------------------------------------------------
+
+function start() {
+  const saved = localStorage.getItem("pcg-kiosk-lang");
+  app.lang = saved || ((navigator.language || "").toLowerCase().startsWith("pt") ? "pt" : "en");
+  $("lang").addEventListener("click", () => {
+    app.lang = app.lang === "pt" ? "en" : "pt";
+    localStorage.setItem("pcg-kiosk-lang", app.lang);
+    applyLanguage();
+  });
+  for (const button of document.querySelectorAll("[data-screen]")) button.addEventListener("click", () => show(button.dataset.screen));
+  $("patient-form").addEventListener("submit", submitPatient);
+  $("consent").addEventListener("change", () => clearError("consent"));
+  for (const id of ["height", "weight"]) $(id).addEventListener("input", () => { $(id).classList.remove("invalid"); clearError($(id).name); });
+  $("btn-record").addEventListener("click", () => record(app.site));
+  $("btn-retake").addEventListener("click", () => record(app.site));
+  $("btn-stop").addEventListener("click", () => api("POST", "/api/visit/cancel", {}));
+  $("btn-next").addEventListener("click", () => { app.site = nextSite() || app.site; app.wave = []; drawWave(); renderRecord(); });
+  $("btn-skip").addEventListener("click", () => { app.site = nextSite() || app.site; app.wave = []; drawWave(); renderRecord(); });
+  $("btn-finish").addEventListener("click", finish);
+  $("btn-print").addEventListener("click", () => window.print());
+  $("btn-new").addEventListener("click", () => show("patient"));
+  $("btn-connect").addEventListener("click", () => api("POST", "/api/device/connect", {}));
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  document.documentElement.lang = app.lang === "pt" ? "pt-BR" : "en";
+  connectEvents();
+}
+
+document.addEventListener("DOMContentLoaded", start);

@@ -1,0 +1,119 @@
+"""Shared pieces of the kiosk tests: a kiosk on the virtual stethoscope, HTTP helpers, a headless browser.
+
+Everything is real: the Emulator behind a pseudo-terminal, a ScreeningBox with a SQLite store and
+the bundled model (None where this build has none yet), the kiosk's HTTP server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from firmware_bridge.emulator import Emulator, Faults
+from runtime.kiosk import KioskServer
+from runtime.store import Store
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = REPO_ROOT / "runs" / "kiosk-screenshots"
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+CHROMEDRIVER_CANDIDATES = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
+
+
+def bundled_model():
+    """The bundled default model, or None while this build ships none."""
+    from runtime.inference import Model, default_model_path
+
+    return Model.load(default_model_path()) if default_model_path().is_file() else None
+
+
+@dataclass
+class Kiosk:
+    server: KioskServer
+    store: Store
+    emulator: Emulator
+    seconds: float
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def request(self, method: str, path: str, body=None, *, raw: bytes | None = None, headers: dict | None = None):
+        """(status, headers, parsed JSON or bytes) of one request to the kiosk."""
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        sent = {"Content-Type": "application/json"} if data is not None else {}
+        sent.update(headers or {})
+        request = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method, headers=sent)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, reply_headers, payload = response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            status, reply_headers, payload = error.code, error.headers, error.read()
+        if reply_headers.get("Content-Type", "").startswith("application/json"):
+            payload = json.loads(payload)
+        return status, reply_headers, payload
+
+    def count(self, table: str) -> int:
+        return self.store.query(f"SELECT COUNT(*) FROM {table}")[0][0]
+
+
+@contextmanager
+def running_kiosk(tmp_path: Path, *, speed: float = 20.0, seconds: float = 6.0, faults: Faults = Faults(),
+                  token: str | None = None, model="bundled"):
+    """A kiosk for the virtual stethoscope on a pseudo-terminal, with a fresh store in tmp_path."""
+    from runtime.screening import ScreeningBox
+
+    model = bundled_model() if model == "bundled" else model
+    with Emulator(link=tmp_path / "stethoscope", seed=5, speed=speed, faults=faults) as emulator:
+        with Store.open(tmp_path / "store") as store:
+            def make_box(listener):
+                return ScreeningBox(emulator.path, store=store, model=model, seconds_per_site=seconds, listener=listener)
+
+            with KioskServer(make_box, store=store, port=0, token=token, seconds_per_site=seconds) as server:
+                yield Kiosk(server, store, emulator, seconds)
+
+
+def _first_existing(paths) -> str | None:
+    return next((p for p in paths if Path(p).exists()), None)
+
+
+@contextmanager
+def headless_chromium(width: int = 800, height: int = 480):
+    """Selenium driving Debian's chromium through its chromedriver; skips, saying why, when absent."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install -e '.[dev]')")
+    binary = os.environ.get("PCG_CHROMIUM") or _first_existing(CHROMIUM_CANDIDATES) or shutil.which("chromium")
+    driver_path = os.environ.get("PCG_CHROMEDRIVER") or _first_existing(CHROMEDRIVER_CANDIDATES) or shutil.which("chromedriver")
+    if binary is None or driver_path is None:
+        pytest.skip(f"headless Chromium absent (chromium: {binary}, chromedriver: {driver_path}); "
+                    "apt-get install chromium chromium-driver (.ci/run does)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     f"--window-size={width},{height}", "--lang=en-GB", "--autoplay-policy=no-user-gesture-required",
+                     "--disable-extensions", "--no-first-run", "--hide-scrollbars"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    try:
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        yield driver
+    finally:
+        driver.quit()
+
+
+def screenshot_dir(name: str) -> Path:
+    folder = SCREENSHOTS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"kiosk screenshots: {folder}")
+    return folder

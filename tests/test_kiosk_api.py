@@ -1,0 +1,223 @@
+"""The kiosk's HTTP API: bad input gets a 4xx with field-level messages and stores nothing; a whole
+patient can be screened through it; the event stream pushes the runtime's progress."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import urllib.request
+import zipfile
+
+import pytest
+from kiosk_fixtures import running_kiosk
+
+from runtime.kiosk.api import FieldErrors, parse_patient
+from runtime.kiosk.server import LEVEL_INTERVAL_S, _Subscriber
+
+STORED_TABLES = ("patients", "demographics", "sessions", "recordings", "results")
+
+
+@pytest.fixture(scope="module")
+def kiosk(tmp_path_factory):
+    with running_kiosk(tmp_path_factory.mktemp("kiosk-api"), speed=40.0, seconds=2.0, model=None) as kiosk:
+        yield kiosk
+
+
+def nothing_stored(kiosk) -> bool:
+    return all(kiosk.count(table) == 0 for table in STORED_TABLES)
+
+
+VALID = {"consent": True, "age_group": "Child", "sex": "Female", "height_cm": 121.5, "weight_kg": 24, "pregnant": None}
+
+INVALID_PATIENTS = [
+    ({**VALID, "consent": False}, "consent", "consent_required"),
+    ({k: v for k, v in VALID.items() if k != "consent"}, "consent", "consent_required"),
+    ({**VALID, "consent": "yes"}, "consent", "consent_required"),
+    ({**VALID, "age_group": "Toddler"}, "age_group", "choice"),
+    ({**VALID, "sex": "F"}, "sex", "choice"),
+    ({**VALID, "height_cm": "tall"}, "height_cm", "number"),
+    ({**VALID, "height_cm": True}, "height_cm", "number"),
+    ({**VALID, "height_cm": 999}, "height_cm", "range"),
+    ({**VALID, "weight_kg": 0.1}, "weight_kg", "range"),
+    ({**VALID, "pregnant": "maybe"}, "pregnant", "boolean"),
+    ({**VALID, "sex": "Male", "pregnant": True}, "pregnant", "implausible"),
+    ({**VALID, "age_group": "Infant", "pregnant": True}, "pregnant", "implausible"),
+    ({**VALID, "name": "Maria"}, "name", "unknown_field"),
+]
+
+
+@pytest.mark.parametrize("body, field, code", INVALID_PATIENTS, ids=[f"{f}-{c}" for _, f, c in INVALID_PATIENTS])
+def test_invalid_patient_is_refused_per_field_and_nothing_is_stored(kiosk, body, field, code):
+    seq_before = kiosk.store.last_seq()
+    status, _, reply = kiosk.request("POST", "/api/patients", body)
+    assert status == 422
+    assert reply["errors"][field]["code"] == code
+    assert reply["errors"][field]["message"]
+    assert nothing_stored(kiosk) and kiosk.store.last_seq() == seq_before
+
+
+def test_every_bad_field_is_reported_at_once(kiosk):
+    status, _, reply = kiosk.request("POST", "/api/patients", {"consent": False, "age_group": "x", "height_cm": -1,
+                                                                "weight_kg": "heavy"})
+    assert status == 422
+    assert set(reply["errors"]) == {"consent", "age_group", "height_cm", "weight_kg"}
+    assert reply["errors"]["height_cm"]["min"] == 30 and reply["errors"]["height_cm"]["unit"] == "cm"
+    assert nothing_stored(kiosk)
+
+
+@pytest.mark.parametrize("raw, content_type, status", [
+    (b"[1, 2]", "application/json", 400),
+    (b"{not json", "application/json", 400),
+    (b"\xff\xfe", "application/json", 400),
+    (b'{"consent": true}', "application/x-www-form-urlencoded", 415),
+    (b'{"consent": true}', "text/plain", 415),
+    (b"{" + b" " * 20_000 + b"}", "application/json", 413),
+])
+def test_malformed_bodies_are_refused_before_anything_runs(kiosk, raw, content_type, status):
+    got, _, reply = kiosk.request("POST", "/api/patients", raw=raw, headers={"Content-Type": content_type})
+    assert got == status and reply["error"]
+    assert nothing_stored(kiosk)
+
+
+def test_recording_and_finishing_need_a_visit(kiosk):
+    status, _, reply = kiosk.request("POST", "/api/visit/record", {"site": "AV"})
+    assert status == 409 and reply["errors"]["visit"]["code"] == "no_visit"
+    status, _, reply = kiosk.request("POST", "/api/visit/finish", {})
+    assert status == 409 and reply["errors"]["visit"]["code"] == "no_visit"
+    status, _, reply = kiosk.request("POST", "/api/visit/cancel", {})
+    assert status == 409 and reply["errors"]["recording"]["code"] == "not_recording"
+    assert nothing_stored(kiosk)
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"site": "XX"}, "site"), ({}, "site"), ({"site": "Phc"}, "site"),
+    ({"site": "AV", "seconds": 0}, "seconds"), ({"site": "AV", "seconds": 1e9}, "seconds"),
+    ({"site": "AV", "seconds": "10"}, "seconds"), ({"site": "AV", "loud": 1}, "loud"),
+])
+def test_invalid_recording_request_names_the_field(kiosk, body, field):
+    status, _, reply = kiosk.request("POST", "/api/visit/record", body)
+    assert status == 422 and field in reply["errors"]
+
+
+@pytest.mark.parametrize("query, field", [("format=xml", "format"), ("format=csv&after_seq=-1", "after_seq"),
+                                          ("format=csv&after_seq=abc", "after_seq"), ("colour=red", "colour")])
+def test_invalid_export_request_names_the_field(kiosk, query, field):
+    status, _, reply = kiosk.request("GET", f"/api/export?{query}")
+    assert status == 422 and field in reply["errors"]
+
+
+def test_unknown_paths_methods_and_recordings(kiosk):
+    assert kiosk.request("GET", "/api/nothing")[0] == 404
+    assert kiosk.request("GET", "/static/../server.py")[0] == 404
+    status, headers, _ = kiosk.request("GET", "/api/patients")
+    assert status == 405 and headers["Allow"] == "POST"
+    assert kiosk.request("GET", "/api/recordings/not-a-uuid/audio")[0] == 404
+    assert kiosk.request("GET", "/api/recordings/00000000-0000-4000-8000-000000000000/audio")[0] == 404
+
+
+def test_a_request_naming_another_host_is_refused(kiosk):
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends Host: evil.example."""
+    status, _, _ = kiosk.request("GET", "/api/state", headers={"Host": "evil.example"})
+    assert status == 421
+    assert kiosk.request("GET", "/api/state", headers={"Host": f"localhost:{kiosk.server.port}"})[0] == 200
+
+
+def test_static_app_is_served_with_a_strict_content_policy(kiosk):
+    status, headers, body = kiosk.request("GET", "/")
+    assert status == 200 and b"/static/app.js" in body
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    for path in ("/static/app.js", "/static/app.css", "/static/i18n.js"):
+        status, _, body = kiosk.request("GET", path)
+        assert status == 200 and b"http://" not in body and b"https://" not in body  # nothing fetched from outside
+
+
+def test_parse_patient_takes_empty_fields_as_unknown():
+    demographics = parse_patient({"consent": True, "age_group": "", "sex": None, "height_cm": ""})
+    assert demographics.age_group is None and demographics.sex is None and demographics.height_cm is None
+    with pytest.raises(FieldErrors):
+        parse_patient("consent")
+
+
+def test_slow_browser_gets_the_latest_level_not_a_backlog():
+    subscriber = _Subscriber()
+    for i in range(50):
+        subscriber.put({"type": "level", "i": i})
+    subscriber.put({"type": "device", "state": "connected"})
+    assert subscriber.get(1.0)["type"] == "device"
+    assert subscriber.get(1.0)["i"] == 49
+    subscriber.put({"type": "level", "i": 50})
+    subscriber.put({"type": "site_done"})
+    assert subscriber.get(1.0)["type"] == "site_done"  # the stale level was dropped
+    assert subscriber.get(LEVEL_INTERVAL_S) is None
+
+
+class EventReader:
+    """Reads /api/events in a thread, keeping every event."""
+
+    def __init__(self, url: str):
+        self.events: list[dict] = []
+        self._response = urllib.request.urlopen(url + "api/events", timeout=30)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        try:
+            for line in self._response:
+                if line.startswith(b"data: "):
+                    self.events.append(json.loads(line[len(b"data: "):]))
+        except (OSError, ValueError):
+            pass
+
+    def wait_for(self, predicate, timeout_s: float = 30.0) -> dict:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for event in list(self.events):
+                if predicate(event):
+                    return event
+            time.sleep(0.02)
+        raise AssertionError(f"no such event in {timeout_s} s; got {[e['type'] for e in self.events]}")
+
+    def close(self):
+        self._response.close()
+
+
+def test_a_patient_screened_through_the_api_is_stored_with_every_site(tmp_path):
+    with running_kiosk(tmp_path, speed=40.0, seconds=2.0, model=None) as kiosk:
+        events = EventReader(kiosk.url)
+        try:
+            first = events.wait_for(lambda e: True)
+            assert first["type"] == "state" and first["visit"] is None
+            events.wait_for(lambda e: e["type"] == "device" and e.get("connected"))
+            status, _, visit = kiosk.request("POST", "/api/patients", VALID)
+            assert status == 201 and visit["patient_code"].startswith("PCG-")
+            for site in ("AV", "PV", "TV", "MV"):
+                assert kiosk.request("POST", "/api/visit/record", {"site": site})[0] == 202
+                done = events.wait_for(lambda e: e["type"] in ("site_done", "recording_failed") and e["site"] == site)
+                assert done["type"] == "site_done", done
+            assert any(e["type"] == "level" and len(e["waveform"]) > 0 for e in events.events)
+            status, _, result = kiosk.request("POST", "/api/visit/finish", {})
+            assert status == 200 and result["patient_code"] == visit["patient_code"]
+            assert "research use" in result["disclaimer"]
+            assert kiosk.request("POST", "/api/visit/record", {"site": "AV"})[0] == 409  # visit has its result
+            recordings = kiosk.store.query("SELECT id, site, status FROM recordings ORDER BY seq")
+            assert [(r["site"], r["status"]) for r in recordings] == [(s, "complete") for s in ("AV", "PV", "TV", "MV")]
+            status, headers, wav = kiosk.request("GET", f"/api/recordings/{recordings[0]['id']}/audio")
+            assert status == 200 and headers["Content-Type"] == "audio/wav" and wav[:4] == b"RIFF"
+            status, _, part = kiosk.request("GET", f"/api/recordings/{recordings[0]['id']}/audio",
+                                            headers={"Range": "bytes=0-11"})
+            assert status == 206 and part == wav[:12]
+            status, _, today = kiosk.request("GET", "/api/today")
+            assert [v["code"] for v in today["visits"]] == [visit["patient_code"]]
+            assert today["visits"][0]["sites_recorded"] == 4
+            status, headers, archive = kiosk.request("GET", "/api/export?format=csv")
+            assert status == 200 and "attachment" in headers["Content-Disposition"]
+            with zipfile.ZipFile(io.BytesIO(archive)) as z:
+                patients = next(n for n in z.namelist() if n.endswith("/patients.csv"))
+                assert visit["patient_code"] in z.read(patients).decode()
+            status, _, document = kiosk.request("GET", "/api/export?format=json")
+            assert status == 200 and len(document["tables"]["recordings"]) == 4
+        finally:
+            events.close()
