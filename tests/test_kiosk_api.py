@@ -221,3 +221,24 @@ def test_a_patient_screened_through_the_api_is_stored_with_every_site(tmp_path):
             assert status == 200 and len(document["tables"]["recordings"]) == 4
         finally:
             events.close()
+
+
+def test_a_visit_left_open_is_picked_up_when_the_kiosk_restarts(tmp_path):
+    with running_kiosk(tmp_path, speed=40.0, seconds=2.0, model=None) as kiosk:
+        events = EventReader(kiosk.url)
+        try:
+            events.wait_for(lambda e: e["type"] == "device" and e.get("connected"))
+            _, _, visit = kiosk.request("POST", "/api/patients", VALID)
+            kiosk.request("POST", "/api/visit/record", {"site": "AV"})
+            events.wait_for(lambda e: e["type"] == "site_done")
+        finally:
+            events.close()
+    with running_kiosk(tmp_path, speed=40.0, seconds=2.0, model=None) as kiosk:
+        events = EventReader(kiosk.url)
+        try:
+            resumed = events.wait_for(lambda e: e["type"] == "state" and e["visit"] is not None)
+        finally:
+            events.close()
+        assert resumed["visit"]["patient_code"] == visit["patient_code"]
+        assert list(resumed["sites"]) == ["AV"]
+        assert kiosk.request("POST", "/api/visit/record", {"site": "PV"})[0] == 202
