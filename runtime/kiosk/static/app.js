@@ -5,6 +5,7 @@
 const AGE_GROUPS = ["Neonate", "Infant", "Child", "Adolescent", "Young adult"];
 const SEXES = ["Female", "Male"];
 const PREGNANCY_AGE_GROUPS = ["Adolescent", "Young adult"];
+const WAVE_POINTS = 1920;  // 3 s of audio at real time (the runtime sends 64 points per 0.1 s)
 
 const app = {
   state: null,          // the server's state (see KioskState.snapshot), kept current by events
@@ -286,7 +287,7 @@ function onLevel(level) {
   bar.className = level.meter < 0.25 ? "low" : level.meter > 0.92 ? "high" : "";
   $("clipping").hidden = !(level.clipping > 0.001);
   app.wave.push(...level.waveform);
-  if (app.wave.length > 640) app.wave.splice(0, app.wave.length - 640);
+  if (app.wave.length > WAVE_POINTS) app.wave.splice(0, app.wave.length - WAVE_POINTS);
   if (!app.waveDirty) { app.waveDirty = true; requestAnimationFrame(drawWave); }
 }
 
@@ -301,7 +302,7 @@ function drawWave() {
   ctx.lineWidth = 2;
   ctx.beginPath();
   const points = app.wave;
-  const n = 640;
+  const n = WAVE_POINTS;
   for (let i = 0; i < points.length; i++) {
     const x = (width * (n - points.length + i)) / n;
     const y = height / 2 - points[i] * (height / 2 - 4);
@@ -409,6 +410,7 @@ function onEvent(event) {
       renderAll();
       if (app.firstState) return;
       app.firstState = true;
+      performance.mark("pcg-first-state");  // what benchmarks/kiosk.py times a page load by
       show(event.result ? "result" : event.visit ? "record" : "patient");
       return;
     }
