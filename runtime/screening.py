@@ -31,7 +31,15 @@ from runtime.quality import QualityMonitor, SiteQuality, assess
 from runtime.records import Demographics
 from runtime.sites import GUIDED_SITES, SITES
 from runtime.store import InvalidDemographicsError, Store, new_patient_code
-from runtime.triage import TriageResult, decide, model_limits, model_summary, score_patient
+from runtime.triage import (
+    TriageResult,
+    decide,
+    model_limits,
+    model_summary,
+    score_patient,
+    score_site,
+    scores_sites_alone,
+)
 
 #: Audio discarded after moving to a site: frames still in flight from the previous site, and the
 #: contact noise of placing the chest piece.
@@ -55,6 +63,7 @@ class SiteRecording:
     quality: SiteQuality
     features: np.ndarray = field(repr=False)  # [n_freq, T] pooled log spectrogram
     last_sample_at: float = 0.0  # time.monotonic() when the last sample arrived (latency to the decision)
+    prediction: object = field(default=None, repr=False)  # the site scored alone, when the model scores sites so
 
     def to_dict(self) -> dict:
         return {"site": self.site, "recording_id": self.recording_id, "seconds": round(self.seconds, 3),
@@ -70,6 +79,33 @@ class Visit:
     sites: dict[str, SiteRecording] = field(default_factory=dict)
     resumed: bool = False
     result: TriageResult | None = None
+    decided_at: float = 0.0  # time.monotonic() when the decision was made, and when it was stored
+    stored_at: float = 0.0
+
+
+class LiveSite:
+    """One site's audio as it arrives: the streaming front-end and the quality monitor together.
+    Nothing is recomputed at the end: finish() flushes the last frames and reads the verdict."""
+
+    def __init__(self, config: FrontEndConfig, rate_hz: int) -> None:
+        self.stream = FrontEndStream(config, rate_hz)
+        self.monitor = QualityMonitor(rate_hz, config)
+        self.frames: list[np.ndarray] = []
+        self.samples = 0
+
+    def push(self, samples: np.ndarray):
+        """int16 samples -> the quality monitor's LiveReading."""
+        frames = self.stream.push(samples)
+        self.frames.append(frames)
+        self.samples += len(samples)
+        return self.monitor.push(samples, frames)
+
+    def finish(self, site: str) -> tuple[np.ndarray, SiteQuality]:
+        last = self.stream.flush()
+        self.frames.append(last)
+        if last.shape[1]:
+            self.monitor.push(np.zeros(0, dtype=np.int16), last)
+        return np.concatenate(self.frames, axis=1), self.monitor.result(site)
 
 
 class ScreeningBox:
@@ -213,30 +249,49 @@ class ScreeningBox:
         seconds = self.seconds_per_site if seconds is None else seconds
         rate_hz = self.session.info.rate_hz
         self.session.set_site(site)
-        stream = FrontEndStream(self.config, rate_hz)
-        monitor = QualityMonitor(rate_hz, self.config)
+        live = LiveSite(self.config, rate_hz)
         settle, wanted = int(self.settle_s * rate_hz), int(round(seconds * rate_hz))
-        skipped = kept = lost = 0
+        skipped = lost = 0
         last_sample_at = 0.0
-        frames: list[np.ndarray] = []
         writer = None
-        pending: list[np.ndarray] = []
+        pending: list[np.ndarray] = []  # audio since the last level event
         next_level = time.monotonic()
         deadline = time.monotonic() + 5.0 + 2.0 * (self.settle_s + seconds)
+
+        def process(batch: list[np.ndarray]) -> None:
+            """One read's contiguous audio: to the WAV, the front-end and the quality monitor at once."""
+            nonlocal next_level
+            samples = batch[0] if len(batch) == 1 else np.concatenate(batch)
+            if writer is not None:
+                writer.append(samples)
+            reading = live.push(samples)
+            pending.append(samples)
+            if time.monotonic() >= next_level or live.samples >= wanted:
+                self._emit_level(site, live.samples / rate_hz, seconds, reading, pending)
+                pending.clear()
+                next_level = time.monotonic() + 1.0 / LEVEL_RATE_HZ
+
         try:
-            while kept < wanted:
+            while live.samples < wanted:
                 if cancel is not None and cancel.is_set():
-                    raise ScreeningError(f"recording at {site} cancelled after {kept / rate_hz:.1f} s; what was "
-                                         "recorded is kept")
+                    raise ScreeningError(f"recording at {site} cancelled after {live.samples / rate_hz:.1f} s; what "
+                                         "was recorded is kept")
                 if time.monotonic() > deadline:
-                    raise ScreeningError(f"the stethoscope sent only {kept / rate_hz:.1f} s of {seconds:g} s at "
-                                         f"{site}; what was recorded is kept")
+                    status = self.device_status()
+                    raise ScreeningError(f"the stethoscope sent only {live.samples / rate_hz:.1f} s of {seconds:g} s "
+                                         f"at {site}; what was recorded is kept (link: {status['frames_ok']} frames, "
+                                         f"{status['crc_errors']} CRC errors, {status['reconnects']} reconnects)")
                 events, outage_s = self._read(visit)
                 deadline += outage_s
+                batch: list[np.ndarray] = []
+                taken = live.samples
                 for event in events:
                     if isinstance(event, protocol.Status):
                         self.battery_pct = event.battery_pct
-                    elif isinstance(event, protocol.Gap) and kept:
+                    elif isinstance(event, protocol.Gap) and taken:
+                        if batch:
+                            process(batch)
+                            batch = []
                         lost += event.count
                         if writer is not None:
                             writer.note_gap(event.first_missing, event.count)
@@ -246,38 +301,29 @@ class ScreeningBox:
                             take = min(settle - skipped, len(samples))
                             skipped += take
                             samples, first_index = samples[take:], first_index + take
-                        samples = samples[: wanted - kept]
+                        samples = samples[: wanted - taken]
                         if len(samples) == 0:
                             continue
                         if self.store is not None and visit.session_id is not None and writer is None:
                             writer = self.store.start_recording(self.store.session(visit.session_id), site, rate_hz,
                                                                 first_sample_index=first_index)
-                        if writer is not None:
-                            writer.append(samples)
-                        kept += len(samples)
+                        batch.append(samples)
+                        taken += len(samples)
                         last_sample_at = time.monotonic()
-                        chunk = stream.push(samples)
-                        frames.append(chunk)
-                        reading = monitor.push(samples, chunk)
-                        pending.append(samples)
-                        if time.monotonic() >= next_level or kept >= wanted:
-                            self._emit_level(site, kept / rate_hz, seconds, reading, pending)
-                            pending = []
-                            next_level = time.monotonic() + 1.0 / LEVEL_RATE_HZ
+                if batch:
+                    process(batch)
         except BaseException as exc:
             if writer is not None:
                 writer.abort("operator_cancel" if isinstance(exc, ScreeningError) and cancel is not None
                              and cancel.is_set() else f"error: {type(exc).__name__}")
             raise
-        last = stream.flush()
-        frames.append(last)
-        if last.shape[1]:
-            monitor.push(np.zeros(0, dtype=np.int16), last)
+        features, quality = live.finish(site)
         record = writer.close() if writer is not None else None
-        quality = monitor.result(site)
-        features = np.concatenate(frames, axis=1)
-        recording = SiteRecording(site, record.id if record else None, kept / rate_hz, lost, quality, features,
+        recording = SiteRecording(site, record.id if record else None, live.samples / rate_hz, lost, quality, features,
                                   last_sample_at)
+        if self.model is not None and scores_sites_alone(self.model.manifest) and features.shape[1]:
+            # scored now, while the operator moves to the next site: the decision then waits for one site only
+            recording.prediction = score_site(self.model, features, visit.demographics, self.config)
         visit.sites[site] = recording
         visit.result = None
         self._emit({"type": "site_done", **recording.to_dict()})
@@ -326,10 +372,12 @@ class ScreeningBox:
             result = decide(None, quality, None, missing_sites=missing)
         else:
             manifest = self.model.manifest
-            score = score_patient(self.model, features, visit.demographics, self.config)
+            scored = {s: r.prediction for s, r in visit.sites.items() if r.prediction is not None}
+            score = score_patient(self.model, features, visit.demographics, self.config, scored)
             notes = model_limits(manifest, visit.demographics, list(features)) + list(score.notes)
             result = decide(score, quality, manifest, self.operating_point, missing_sites=missing, notes=notes,
                             model_info=model_summary(manifest, self.model.provider))
+        visit.decided_at = time.monotonic()
         if self.store is not None and visit.session_id is not None:
             session = self.store.session(visit.session_id)
             if result.decision is not None:
@@ -342,6 +390,7 @@ class ScreeningBox:
             if session.status == "open":
                 self.store.close_session(session)
         visit.result = result
+        visit.stored_at = time.monotonic()
         self._emit({"type": "result", "patient_code": visit.patient_code, **result.to_dict()})
         return result
 

@@ -110,22 +110,37 @@ def model_limits(manifest: ModelManifest, demographics: Demographics | None, sit
     return notes
 
 
+def scores_sites_alone(manifest: ModelManifest) -> bool:
+    """True when each site is scored on its own (the model knows unknown-location recordings only)."""
+    return set(manifest.sites_trained) == {UNKNOWN_SITE}
+
+
+def score_site(model, features: np.ndarray, demographics: Demographics | None, config: FrontEndConfig):
+    """One site scored alone as an unknown-location recording (see the module docstring)."""
+    return model.predict(assemble_patient([(UNKNOWN_SITE, 0, features)], config), demographics)
+
+
 def score_patient(model, site_features: Mapping[str, np.ndarray], demographics: Demographics | None,
-                  config: FrontEndConfig) -> Score:
-    """Run `model` (runtime.inference.Model) on one patient's per-site features [n_freq, T]."""
+                  config: FrontEndConfig, scored: Mapping[str, object] | None = None) -> Score:
+    """Run `model` (runtime.inference.Model) on one patient's per-site features [n_freq, T].
+    `scored`: sites already scored alone (score_site) while the next site was being recorded."""
     sites = [s for s in SITES if s in site_features]
     if not sites:
         raise ValueError("no site has audio to score")
     manifest = model.manifest
-    alone = set(manifest.sites_trained) == {UNKNOWN_SITE} and any(s != UNKNOWN_SITE for s in sites)
+    alone = scores_sites_alone(manifest) and any(s != UNKNOWN_SITE for s in sites)
     if not alone:
         tensor = assemble_patient(((s, 0, site_features[s]) for s in sites), config)
         prediction = model.predict(tensor, demographics)
         contributions = {s: float(prediction.site_contributions.get(s, 0.0)) for s in sites}
         return Score(float(prediction.probability), float(prediction.logit), contributions, "fusion_weight",
                      prediction.murmur)
-    tensors = [assemble_patient([(UNKNOWN_SITE, 0, site_features[s])], config) for s in sites]
-    predictions = model.predict_batch(tensors, [demographics] * len(tensors))
+    scored = dict(scored or {})
+    todo = [s for s in sites if s not in scored]
+    if todo:
+        tensors = [assemble_patient([(UNKNOWN_SITE, 0, site_features[s])], config) for s in todo]
+        scored.update(zip(todo, model.predict_batch(tensors, [demographics] * len(tensors))))
+    predictions = [scored[s] for s in sites]
     logits = [float(p.logit) for p in predictions]
     mean_logit = float(np.mean(logits))
     murmur = None
