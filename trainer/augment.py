@@ -5,7 +5,9 @@ an added curve over frequency. The model removes each row's mean (trainer.encode
 both exactly; they are kept because they cost nothing and keep the model honest if that
 normalisation is ever changed. What the normalisation does NOT cancel, and what imitates an
 unfamiliar stethoscope, is band-limiting (a chest piece that passes little above a cut-off), a
-noise floor (a different microphone and room), and time shifts.
+noise floor (a different microphone and room), and time shifts. Masks (one band of rows and one
+stretch of frames set to the crop's row means, as SpecAugment does) keep the model from leaning on
+any single band or beat.
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ class AugmentConfig:
     snr_db: tuple[float, float] = (5.0, 30.0)
     shift_fraction: float = 0.5  # circular shift of up to this fraction of the crop
     site_dropout: float = 0.2  # per site, never dropping the last one
+    freq_mask_rows: int = 0  # one band of up to this many rows masked per crop (0: none)
+    time_mask_frames: int = 0  # one stretch of up to this many frames masked per crop (0: none)
 
 
 NO_AUGMENTATION = AugmentConfig(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, (30.0, 30.0), 0.0, 0.0)
 #: For models judged on stethoscopes they never heard: more band-limiting both ends, more noise.
 STRONG_AUGMENTATION = AugmentConfig(band_limit_probability=0.6, high_pass_probability=0.5, noise_probability=0.8, snr_db=(0.0, 25.0))
-AUGMENTATIONS = {"none": NO_AUGMENTATION, "default": AugmentConfig(), "strong": STRONG_AUGMENTATION}
+#: The default plus a frequency mask of up to 8 rows (~60 Hz) and a time mask of up to 31 frames (~1 s).
+MASKED_AUGMENTATION = AugmentConfig(freq_mask_rows=8, time_mask_frames=31)
+AUGMENTATIONS = {"none": NO_AUGMENTATION, "default": AugmentConfig(), "strong": STRONG_AUGMENTATION, "masked": MASKED_AUGMENTATION}
 
 _DB_TO_LN = np.log(10.0) / 10.0  # power dB -> natural-log power
 
@@ -58,6 +64,16 @@ def augment_crop(x: np.ndarray, rng: np.random.Generator, config: AugmentConfig)
         y = np.log(np.exp(y) + noise_power * rng.exponential(1.0, y.shape)).astype(np.float32)
     if config.shift_fraction > 0:
         y = np.roll(y, int(rng.integers(0, int(config.shift_fraction * n_frames) + 1)), axis=1)
+    if config.freq_mask_rows > 0 or config.time_mask_frames > 0:
+        row_means = y.mean(axis=1, keepdims=True)
+        if config.freq_mask_rows > 0:
+            width = int(rng.integers(1, config.freq_mask_rows + 1))
+            first = int(rng.integers(0, n_freq - width + 1))
+            y[first : first + width] = row_means[first : first + width]
+        if config.time_mask_frames > 0:
+            width = int(rng.integers(1, config.time_mask_frames + 1))
+            first = int(rng.integers(0, n_frames - width + 1))
+            y[:, first : first + width] = row_means
     return y
 
 

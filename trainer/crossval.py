@@ -135,9 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-step", type=int, default=20, help="multiply the learning rate by 0.5 every this many epochs")
     p.add_argument("--eval-crops", type=int, default=5)
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="Adam L2 weight decay")
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout in the encoder projection, before the final layer, and in the metadata paths")
+    p.add_argument("--freq-rows", type=int, default=None,
+                   help="use only the lowest this many frequency rows, a multiple of 8 (default: all 48, 31-398 Hz; 32: up to 273 Hz; 24: up to 211 Hz); "
+                        "the model still takes every row as input")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup of training batches, Beta(ALPHA, ALPHA) weights (0: off)")
+    p.add_argument("--calibration", choices=("prevalence", "balanced"), default="prevalence",
+                   help="Platt scaling on the validation part: prevalence (its class mix enters the probability) or balanced "
+                        "(classes weighed equally: the score is a likelihood ratio that does not carry the training databases' prevalence)")
     p.add_argument("--balance", choices=("group_class", "class", "none"), default="group_class")
     p.add_argument("--augment", choices=tuple(AUGMENTATIONS), default="default",
-                   help="training augmentation preset (strong: more band-limiting and noise, for unseen stethoscopes)")
+                   help="training augmentation preset (strong: more band-limiting and noise, for unseen stethoscopes; masked: default plus a frequency and a time mask)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms (same seed, same result)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
@@ -157,10 +166,11 @@ def configs_from_args(args: argparse.Namespace, frontend: FrontEndConfig):
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model_config = ModelConfig(task=args.task, metadata_path=args.model, n_freq=frontend.n_freq,
-                               n_frames=frontend.clip_frames, metadata_dim=METADATA_DIM)
+                               n_frames=frontend.clip_frames, metadata_dim=METADATA_DIM, dropout=args.dropout,
+                               freq_rows=args.freq_rows)
     train_config = TrainConfig(
         task=args.task, epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, learning_rate=args.lr,
-        lr_step=args.lr_step, clip_frames=frontend.clip_frames, eval_crops=args.eval_crops, balance=args.balance,
+        weight_decay=args.weight_decay, mixup=args.mixup, calibration=args.calibration, lr_step=args.lr_step, clip_frames=frontend.clip_frames, eval_crops=args.eval_crops, balance=args.balance,
         seed=args.seed, deterministic=args.deterministic, device=device, threads=min(args.threads, 2),
         augment=AUGMENTATIONS[args.augment], progress=not args.quiet,
     )

@@ -62,10 +62,13 @@ class TemporalAttentionPool(nn.Module):
 
 
 class SiteEncoder(nn.Module):
-    """Shared per-site encoder. Input [N, n_freq, n_frames] float32, output [N, d_model]."""
+    """Shared per-site encoder. Input [N, F >= n_freq, n_frames] float32, output [N, d_model]: only
+    the lowest n_freq rows are used (a band limit inside the graph, so the input contract keeps
+    the front-end's rows)."""
 
     def __init__(self, n_freq: int, channels: tuple[int, int, int], d_model: int, dropout: float):
         super().__init__()
+        self.n_freq = n_freq
         c1, c2, c3 = channels
         self.cnn = nn.Sequential(
             ConvBlock(1, c1, (2, 2)),
@@ -79,7 +82,7 @@ class SiteEncoder(nn.Module):
         self.temporal_attention = TemporalAttentionPool(d_model)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        x = normalize_per_frequency(crops).unsqueeze(1)  # [N, 1, F, T]
+        x = normalize_per_frequency(crops[:, : self.n_freq]).unsqueeze(1)  # [N, 1, F, T]
         x = self.spatial_attention(self.cnn(x))  # [N, C, F/8, T/4]
         n, c, f, t = x.shape
         x = x.permute(0, 3, 1, 2).reshape(n, t, c * f)

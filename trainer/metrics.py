@@ -217,27 +217,33 @@ def sensitivity_threshold(labels: np.ndarray, scores: np.ndarray, min_sensitivit
 # --- calibration (Platt scaling) ------------------------------------------------------------------
 
 
-def fit_platt(logits: np.ndarray, labels: np.ndarray, ridge: float = 1.0, n_iter: int = 100) -> tuple[float, float]:
+def fit_platt(logits: np.ndarray, labels: np.ndarray, ridge: float = 1.0, n_iter: int = 100, balanced: bool = False) -> tuple[float, float]:
     """Platt scaling p = sigmoid(a*logit + b): Newton's method with step halving on Platt's smoothed
     targets plus a small ridge pulling (a, b) toward (1, 0), so separable or near-constant validation
-    scores give a large but finite slope instead of diverging. Returns (a, b)."""
+    scores give a large but finite slope instead of diverging. Returns (a, b).
+
+    balanced=True weighs the two classes equally (each example by n / (2 * its class count)), so
+    a*logit + b estimates the log-likelihood ratio, the probability is for a prior of 1/2, and the
+    prevalence of the calibration set does not enter the score."""
     z = np.asarray(logits, dtype=np.float64).ravel()
     y = np.asarray(labels, dtype=np.float64).ravel()
     n_pos, n_neg = y.sum(), len(y) - y.sum()
     if n_pos == 0 or n_neg == 0:
         return 1.0, 0.0
     target = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    weight = np.where(y == 1, len(y) / (2 * n_pos), len(y) / (2 * n_neg)) if balanced else np.ones_like(y)
 
     def loss(a: float, b: float) -> float:
         u = a * z + b
-        return float(np.sum(np.logaddexp(0.0, u) - target * u) + 0.5 * ridge * ((a - 1.0) ** 2 + b**2))
+        return float(np.sum(weight * (np.logaddexp(0.0, u) - target * u)) + 0.5 * ridge * ((a - 1.0) ** 2 + b**2))
 
     a, b = 1.0, 0.0
     current = loss(a, b)
     for _ in range(n_iter):
         p = apply_platt(z, a, b)
-        w = p * (1 - p)
-        g = np.array([np.sum((p - target) * z) + ridge * (a - 1.0), np.sum(p - target) + ridge * b])
+        w = weight * p * (1 - p)
+        r = weight * (p - target)
+        g = np.array([np.sum(r * z) + ridge * (a - 1.0), np.sum(r) + ridge * b])
         h = np.array([[np.sum(w * z * z) + ridge, np.sum(w * z)], [np.sum(w * z), np.sum(w) + ridge]])
         step = np.linalg.solve(h, g)
         scale = 1.0

@@ -43,6 +43,7 @@ class ModelConfig:
     metadata_path: str = "primary"  # one of METADATA_PATHS
     n_sites: int = 5
     n_freq: int = 48
+    freq_rows: int | None = None  # lowest rows the encoder uses (None: all n_freq); the input keeps n_freq rows
     n_frames: int = 250  # crop length the model is trained on (front-end config.clip_frames)
     metadata_dim: int = 15
     channels: tuple[int, int, int] = field(default=(8, 16, 32))
@@ -60,6 +61,8 @@ class ModelConfig:
             raise ValueError(f"unknown model {self.metadata_path!r}; expected one of {', '.join(METADATA_PATHS)}")
         if self.n_freq % 8:
             raise ValueError(f"n_freq must be a multiple of 8 (three 2x poolings), got {self.n_freq}")
+        if self.freq_rows is not None and not (8 <= self.freq_rows <= self.n_freq and self.freq_rows % 8 == 0):
+            raise ValueError(f"freq_rows must be a multiple of 8 between 8 and n_freq={self.n_freq}, got {self.freq_rows}")
         self.channels = tuple(self.channels)
 
     @property
@@ -78,7 +81,7 @@ class ScreeningModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = c = config
-        self.encoder = SiteEncoder(c.n_freq, c.channels, c.d_model, c.dropout)
+        self.encoder = SiteEncoder(c.n_freq if c.freq_rows is None else c.freq_rows, c.channels, c.d_model, c.dropout)
         self.site_embedding = nn.Parameter(torch.randn(c.n_sites, c.d_model) * 0.02)
         if c.metadata_path == "hyperfusion":
             self.site_projection = DynamicLinear(c.d_model, c.d_model, c.metadata_dim, c.metadata_hidden, c.dropout)
@@ -104,7 +107,7 @@ class ScreeningModel(nn.Module):
         present_rows = torch.nonzero(site_mask.reshape(-1) > 0.5).squeeze(1)
         encoded = self.encoder(x.reshape(b * s, f, t).index_select(0, present_rows))
         scatter_index = present_rows.unsqueeze(1).expand(-1, encoded.shape[1])
-        rows = torch.zeros(b * s, encoded.shape[1], dtype=encoded.dtype).scatter(0, scatter_index, encoded)
+        rows = encoded.new_zeros(b * s, encoded.shape[1]).scatter(0, scatter_index, encoded)
         return rows.reshape(b, s, -1)
 
     def head_logits(self, x: torch.Tensor, site_mask: torch.Tensor, metadata: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

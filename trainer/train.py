@@ -54,6 +54,8 @@ class TrainConfig:
     eval_crops: int = 5
     balance: str = "group_class"  # "group_class" | "class" | "none"
     pos_weight: float | None = None  # None: n_negative / n_positive under the chosen sampling
+    calibration: str = "prevalence"  # "prevalence": Platt on the validation part as drawn; "balanced": classes weighed equally
+    mixup: float = 0.0  # Beta(mixup, mixup) mixing of each batch with a shuffled copy (0: off)
     seed: int = 0
     deterministic: bool = False
     device: str = "cpu"
@@ -104,6 +106,21 @@ def training_batch(batch: list[Example], metadata: np.ndarray, config: TrainConf
             start = int(rng.integers(0, max(1, features.shape[1] - config.clip_frames + 1)))
             x[b, s] = augment_crop(crop(features, start, config.clip_frames), rng, config.augment)
     return x, masks, metadata
+
+
+def mix_batch(x: np.ndarray, site_mask: np.ndarray, alpha: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Mixup of a batch with a shuffled copy of itself: x [B, S, F, T] log power mixed as
+    weight * x + (1 - weight) * x[partner], weight ~ Beta(alpha, alpha) folded to >= 0.5 so the
+    first label dominates; a site is present where either patient has it (an absent site's zeros
+    are replaced by the present partner's crop). Batches are drawn balanced over databases, so most
+    pairs mix two stethoscopes. Returns (x, site_mask, weight, partner)."""
+    weight = float(rng.beta(alpha, alpha))
+    weight = max(weight, 1.0 - weight)
+    partner = rng.permutation(len(x))
+    own = site_mask[:, :, None, None] > 0.5
+    other = site_mask[partner][:, :, None, None] > 0.5
+    mixed = np.where(own & other, weight * x + (1.0 - weight) * x[partner], np.where(own, x, x[partner]))
+    return mixed.astype(np.float32), np.maximum(site_mask, site_mask[partner]), weight, partner
 
 
 @torch.no_grad()
@@ -196,8 +213,14 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
         for b in batches:
             rows = order[b : b + config.batch_size]
             x, mask, meta = training_batch([examples[i] for i in rows], metadata[rows], config, rng)
-            logits, _ = model.head_logits(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device), torch.from_numpy(meta).to(device))
-            loss = loss_fn(logits, torch.from_numpy(labels[rows]).to(device))
+            y = torch.from_numpy(labels[rows]).to(device)
+            if config.mixup > 0:
+                x, mask, weight, partner = mix_batch(x, mask, config.mixup, rng)
+                logits, _ = model.head_logits(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device), torch.from_numpy(meta).to(device))
+                loss = weight * loss_fn(logits, y) + (1.0 - weight) * loss_fn(logits, y[torch.from_numpy(partner).to(device)])
+            else:
+                logits, _ = model.head_logits(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device), torch.from_numpy(meta).to(device))
+                loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -223,7 +246,7 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
     model.load_state_dict(best["state"])
     validation = predict(model, validation_examples, metadata[fold.validation], config, device)
     validation_binary = labels[fold.validation] if task == "outcome" else (labels[fold.validation] <= 1).astype(np.int64)
-    a, b = metrics.fit_platt(validation["logits"], validation_binary)
+    a, b = metrics.fit_platt(validation["logits"], validation_binary, balanced=config.calibration == "balanced")
     validation_probabilities = metrics.apply_platt(validation["logits"], a, b)
     thresholds = {
         "cost_optimal": metrics.cost_optimal_threshold(validation_binary, validation_probabilities),

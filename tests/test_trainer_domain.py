@@ -1,0 +1,133 @@
+"""Options aimed at stethoscopes the model never heard (leave-one-database-out): a band limit
+inside the graph (--freq-rows), mixup across the batch (--mixup), frequency and time masks
+(--augment masked), and prevalence-free calibration (--calibration balanced)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[train]'); training tests need it")
+
+from trainer_fixtures import (  # noqa: E402
+    fast_train_config,
+    tiny_dataset,  # noqa: F401  (fixture)
+    tiny_examples,  # noqa: F401  (fixture)
+    tiny_model_config,
+    write_physionet_folder,
+)
+from trainer import metrics  # noqa: E402
+from trainer.augment import MASKED_AUGMENTATION, NO_AUGMENTATION, augment_crop  # noqa: E402
+from trainer.crossval import main as pcg_train  # noqa: E402
+from trainer.folds import k_fold  # noqa: E402
+from trainer.model import ModelConfig, ScreeningModel  # noqa: E402
+from trainer.train import fit_fold, mix_batch  # noqa: E402
+
+
+def band_limited_model() -> ScreeningModel:
+    torch.manual_seed(0)
+    return ScreeningModel(ModelConfig(n_frames=64, freq_rows=16)).eval()
+
+
+def test_a_band_limited_model_ignores_the_rows_above_its_band_and_exports_to_onnx():
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is needed to run the exported graph")
+    m = band_limited_model()
+    x = torch.randn(2, 5, 48, 64)
+    mask = torch.tensor([[1, 0, 0, 1, 0], [0, 0, 0, 0, 1]], dtype=torch.float32)
+    metadata = torch.zeros(2, 15)
+    garbage = x.clone()
+    garbage[:, :, 16:] = 100.0 * torch.randn_like(garbage[:, :, 16:])
+    with torch.no_grad():
+        expected = m(x, mask, metadata)
+        assert torch.equal(m(garbage, mask, metadata)[1], expected[1])
+    buffer = io.BytesIO()
+    torch.onnx.export(m, (x, mask, metadata), buffer, dynamo=False, opset_version=17, input_names=["x", "site_mask", "metadata"],
+                      output_names=list(m.config.output_names), dynamic_axes={"x": {0: "batch"}, "site_mask": {0: "batch"}, "metadata": {0: "batch"}})
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[2] == 48  # the input keeps every front-end row
+    got = session.run(None, {"x": garbage.numpy(), "site_mask": mask.numpy(), "metadata": metadata.numpy()})
+    np.testing.assert_allclose(got[1], expected[1].numpy(), atol=1e-4)
+
+
+def test_freq_rows_must_be_a_multiple_of_8_inside_the_band():
+    for rows in (12, 0, 56):
+        with pytest.raises(ValueError, match="freq_rows"):
+            ModelConfig(freq_rows=rows)
+
+
+def test_mixup_weighs_the_first_patient_most_and_keeps_every_present_site():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 5, 8, 10)).astype(np.float32)
+    site_mask = np.zeros((6, 5), dtype=np.float32)
+    site_mask[np.arange(6), np.arange(6) % 5] = 1.0
+    x *= site_mask[:, :, None, None]  # absent sites hold zeros, as training_batch leaves them
+    mixed, mask, weight, partner = mix_batch(x, site_mask, 0.4, np.random.default_rng(1))
+    assert 0.5 <= weight <= 1.0
+    np.testing.assert_array_equal(mask, np.maximum(site_mask, site_mask[partner]))
+    for b in range(6):
+        for s in np.flatnonzero(mask[b]):
+            if site_mask[b, s] and site_mask[partner[b], s]:
+                expected = weight * x[b, s] + (1 - weight) * x[partner[b], s]
+            else:
+                expected = x[b, s] if site_mask[b, s] else x[partner[b], s]  # never mixed with an absent site's zeros
+            np.testing.assert_allclose(mixed[b, s], expected, rtol=1e-6)
+
+
+def test_a_tiny_model_still_learns_with_mixup_and_masks(tiny_examples, tmp_path):
+    labels = np.array([e.outcome for e in tiny_examples])
+    groups = np.array([e.group for e in tiny_examples])
+    fold = k_fold(labels, groups, 3, seed=0)[0]
+    config = fast_train_config(epochs=8, mixup=0.4, augment=MASKED_AUGMENTATION)
+    outcome = fit_fold(tiny_examples, fold, tiny_model_config(), config, tmp_path)
+    assert metrics.auroc(outcome.test_labels, outcome.test_probabilities) >= 0.8
+
+
+def test_masks_set_one_band_and_one_stretch_to_the_row_means():
+    x = np.random.default_rng(2).normal(size=(48, 100)).astype(np.float32)
+    np.testing.assert_array_equal(augment_crop(x, np.random.default_rng(3), NO_AUGMENTATION), x)
+    only_masks = dataclasses.replace(NO_AUGMENTATION, freq_mask_rows=8, time_mask_frames=20)
+    y = augment_crop(x, np.random.default_rng(3), only_masks)
+    row_means = x.mean(axis=1)
+    band = np.flatnonzero(np.any(y != x, axis=1) & np.all(y == row_means[:, None], axis=1))
+    assert 1 <= len(band) <= 8 and np.all(np.diff(band) == 1)
+    others = np.setdiff1d(np.arange(48), band)
+    stretch = np.flatnonzero(np.any(y[others] != x[others], axis=0))
+    assert 1 <= len(stretch) <= 20 and np.all(np.diff(stretch) == 1)
+    np.testing.assert_allclose(y[:, stretch], np.repeat(row_means[:, None], len(stretch), axis=1), rtol=1e-6)
+    untouched = np.setdiff1d(np.arange(100), stretch)
+    np.testing.assert_array_equal(y[np.ix_(others, untouched)], x[np.ix_(others, untouched)])
+
+
+def test_balanced_calibration_does_not_carry_the_calibration_sets_prevalence():
+    rng = np.random.default_rng(4)
+    positives, negatives = rng.normal(1.0, 1.0, 60), rng.normal(-1.0, 1.0, 60)
+    logits = np.concatenate([positives, negatives])
+    labels = np.array([1] * 60 + [0] * 60)
+    skewed_logits = np.concatenate([positives, positives, positives, negatives])  # 75 % positive
+    skewed_labels = np.array([1] * 180 + [0] * 60)
+    even = metrics.fit_platt(logits, labels, balanced=True)
+    skewed = metrics.fit_platt(skewed_logits, skewed_labels, balanced=True)
+    assert skewed[1] == pytest.approx(even[1], abs=0.1)  # the intercept: no prior in it
+    assert skewed[0] == pytest.approx(even[0], rel=0.1)  # the slope (the ridge weighs a little more on fewer examples)
+    natural = metrics.fit_platt(skewed_logits, skewed_labels)
+    assert natural[1] - skewed[1] == pytest.approx(np.log(3.0), abs=0.3)  # the prior's log odds, only without balancing
+    assert metrics.fit_platt(logits, labels, balanced=True) == pytest.approx(metrics.fit_platt(logits, labels), abs=1e-6)
+
+
+def test_pcg_train_takes_the_domain_options_and_records_them(tmp_path):
+    data = write_physionet_folder(tmp_path / "pn", {"training-a": 8, "training-b": 8})
+    out = tmp_path / "run"
+    assert pcg_train(["--data", str(data), "--model", "primary", "--folds", "lodo", "--epochs", "1", "--out", str(out),
+                      "--cache", str(tmp_path / "cache"), "--eval-crops", "1", "--quiet", "--freq-rows", "32", "--mixup", "0.4",
+                      "--augment", "masked", "--calibration", "balanced", "--dropout", "0.3", "--weight-decay", "1e-3"]) == 0
+    settings = json.loads((out / "metrics.json").read_text())["settings"]
+    assert settings["model"]["freq_rows"] == 32 and settings["model"]["dropout"] == 0.3
+    train = settings["train"]
+    assert train["mixup"] == 0.4 and train["calibration"] == "balanced" and train["weight_decay"] == 1e-3
+    assert train["augment"]["freq_mask_rows"] == 8 and train["augment"]["time_mask_frames"] == 31
+    checkpoint = torch.load(out / "training-a" / "model.pt", weights_only=False)
+    assert ScreeningModel(ModelConfig(**checkpoint["model_config"])).encoder.n_freq == 32  # rebuilt as trained
