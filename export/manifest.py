@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -93,8 +94,9 @@ def lodo_metrics(source: ExportSource, lodo_dir: Path) -> dict:
     settings = lodo.get("settings", {})
     if str(settings.get("folds")) != "lodo":
         raise SourceError(f"--lodo-run {lodo_dir}: made with --folds {settings.get('folds')}, not --folds lodo")
-    ours = (source.run or {}).get("settings", {})
-    differing = [k for k in _SAME_SETTINGS if settings.get(k) != ours.get(k)]
+    ours, ours_unknown = _comparable((source.run or {}).get("settings", {}))
+    theirs, theirs_unknown = _comparable(settings)
+    differing = [k for k in _SAME_SETTINGS if theirs.get(k) != ours.get(k)]
     if differing:
         raise SourceError(f"--lodo-run {lodo_dir}: its {', '.join(differing)} settings differ from {source.path}'s; "
                           "the leave-one-database-out figures must come from the same configuration")
@@ -104,11 +106,41 @@ def lodo_metrics(source: ExportSource, lodo_dir: Path) -> dict:
         "scope": "a separate pcg-train run with the exported model's settings, one fold model per held-out database; "
                  "the figure for databases and stethoscopes the model has never heard. The exported ensemble is not these models",
         "run": str(lodo_dir), "command": settings.get("command"),
+        "settings_not_compared": {"fields the current trainer does not know, recorded by one of the runs": sorted(ours_unknown ^ theirs_unknown),
+                                  "recorded by both": sorted(ours_unknown & theirs_unknown)},
         "pooled": summary.get("pooled", {}),
         "by_group": summary.get("by_group", {}),
         "fold_mean_sd": summary.get("mean_sd", {}),
         "folds": _fold_figures(summary),
     }
+
+
+def _comparable(settings: dict) -> tuple[dict, set[str]]:
+    """Run settings as the current trainer reads them: model, training and augmentation fields a run did
+    not record (added to the trainer after it) take the trainer's defaults, as when its checkpoint is
+    loaded; fields the current trainer does not know are left out and returned by name."""
+    from trainer.augment import AugmentConfig
+    from trainer.model import ModelConfig
+    from trainer.train import TrainConfig
+
+    unknown: set[str] = set()
+
+    def read(recorded: dict, config, prefix: str) -> dict:
+        values = {}
+        for f in fields(config):
+            default = f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING else None
+            values[f.name] = recorded.get(f.name, asdict(default) if is_dataclass(default) else default)
+        unknown.update(f"{prefix}.{name}" for name in recorded if name not in values)
+        return values
+
+    out = dict(settings)
+    if isinstance(settings.get("model"), dict):
+        out["model"] = read(settings["model"], ModelConfig, "model")
+    if isinstance(settings.get("train"), dict):
+        out["train"] = read(settings["train"], TrainConfig, "train")
+        if isinstance(out["train"]["augment"], dict):
+            out["train"]["augment"] = read(out["train"]["augment"], AugmentConfig, "train.augment")
+    return json.loads(json.dumps(out)), unknown  # tuples and lists alike
 
 
 def _training_data(source: ExportSource) -> dict:

@@ -87,3 +87,18 @@ def test_unknown_reference_ids_are_refused(runs, capsys):
     out = root / "refused-ids" / "model.onnx"
     assert pcg_export([str(made["kfold"]), "--out", str(out), "--cache", str(root / "cache"), "--reference-ids", "a0000,z9999"]) == 2
     assert "z9999 not among the usable patients" in capsys.readouterr().err
+
+
+def test_settings_an_older_run_did_not_record_compare_as_the_trainers_defaults(runs):
+    from export.manifest import _comparable
+
+    settings = json.loads((runs[2]["lodo"] / "metrics.json").read_text())["settings"]
+    older = json.loads(json.dumps(settings))
+    del older["train"]["seed"], older["model"]["dropout"]  # as if added to the trainer after the run (both at their defaults)
+    newer = json.loads(json.dumps(settings))
+    newer["model"]["retired_option"] = False  # a field the current trainer no longer knows
+    assert _comparable(older) == (_comparable(settings)[0], set())
+    assert _comparable(newer) == (_comparable(settings)[0], {"model.retired_option"})
+    changed = json.loads(json.dumps(older))
+    changed["train"]["seed"] = 4  # a recorded non-default value still differs
+    assert _comparable(changed)[0]["train"] != _comparable(settings)[0]["train"]
