@@ -80,6 +80,7 @@ def test_a_whole_patient_is_screened_in_the_browser(tmp_path):
         by_id(driver, "device-pill").click()
         wait(driver, lambda d: text_of(d, "device-rate") == "4000 Hz", what="device screen")
         assert text_of(driver, "device-firmware") == "1.0.0"
+        wait(driver, lambda d: text_of(d, "device-battery").endswith("%"), what="battery shown")
         driver.save_screenshot(str(shots / "01-device.png"))
 
         code = start_patient_in_form(driver, kiosk, shots)

@@ -28,6 +28,7 @@ import json
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -39,6 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
+from firmware_bridge import protocol
 from runtime.kiosk.api import FieldErrors, field_error, parse_export, parse_patient, parse_recording
 from runtime.manifest import DISCLAIMER
 from runtime.sites import GUIDED_SITES, SITE_NAMES
@@ -280,6 +282,15 @@ def _visit_dict(visit) -> dict:
     }
 
 
+def _model_notes(box, demographics) -> list[str]:
+    """What the operator should know before recording: what the model cannot use (runtime.triage)."""
+    if box.model is None:
+        return ["no model is loaded: the recordings are stored, no screening decision will be made"]
+    from runtime.triage import model_limits
+
+    return model_limits(box.model.manifest, demographics, list(GUIDED_SITES))
+
+
 def _load_static() -> dict[str, tuple[bytes, str]]:
     folder = resources.files("runtime.kiosk").joinpath("static")
     files = {}
@@ -328,6 +339,7 @@ class KioskServer:
         self.state = KioskState(self.hub, seconds_per_site)
         self.worker = BoxWorker(box_factory, self.state.on_box_event, self._keep_link_drained)
         self._status_published_at = 0.0
+        self._idle_battery_pct: int | None = None
         self.static = _load_static()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -405,18 +417,24 @@ class KioskServer:
             time.sleep(0.05)
             return
         try:
-            box._read(None)
+            events, _ = box._read(None)
         except Exception as exc:  # unplugged for longer than the box waits: the operator reconnects
             device = {"state": "failed", "connected": False, "error": str(exc)}
             with self.state.lock:
                 self.state.device = device
             self.hub.publish({"type": "device", **device})
             return
+        for event in events:
+            if isinstance(event, protocol.Status):
+                self._idle_battery_pct = event.battery_pct
         now = time.monotonic()
         if now - self._status_published_at >= IDLE_STATUS_S:
             self._status_published_at = now
+            status = box.device_status()
+            if status.get("battery_pct") is None:  # the box reads the battery while recording only
+                status["battery_pct"] = self._idle_battery_pct
             with self.state.lock:
-                device = {**self.state.device, **box.device_status()}
+                device = {**self.state.device, **status}
                 self.state.device = device
             self.hub.publish({"type": "device", **device})
 
@@ -429,7 +447,7 @@ class KioskServer:
         visit = box.resume_visit(open_visits[-1])
         with self.state.lock:
             self.state.visit = visit
-            self.state.visit_info = _visit_dict(visit)
+            self.state.visit_info = {**_visit_dict(visit), "model_notes": _model_notes(box, visit.demographics)}
             self.state.sites = {site: recording.to_dict() for site, recording in visit.sites.items()}
         self.hub.publish(self.state.snapshot())
 
@@ -437,12 +455,13 @@ class KioskServer:
         demographics = parse_patient(body)
         self.state.claim("patient")
         try:
-            visit = self._call(lambda box: box.begin_patient(demographics, consent=True))
+            visit, notes = self._call(lambda box: (box.begin_patient(demographics, consent=True),
+                                                   _model_notes(box, demographics)))
         finally:
             self.state.release()
         with self.state.lock:
             self.state.visit = visit
-            self.state.visit_info = _visit_dict(visit)
+            self.state.visit_info = {**_visit_dict(visit), "model_notes": notes}
             self.state.sites = {}
             self.state.result = None
         self.hub.publish({"type": "visit", "visit": self.state.visit_info})
@@ -623,6 +642,9 @@ class KioskHandler(BaseHTTPRequestHandler):
             return self._json({"error": str(exc)}, 409)
         except (BrokenPipeError, ConnectionResetError):
             return None
+        except Exception as exc:  # the runtime refused or failed: say what happened rather than drop the request
+            print(f"pcg-kiosk: {self.command} {url.path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return self._json({"error": f"{exc}" or type(exc).__name__}, 500)
 
     def _host_allowed(self) -> bool:
         if self.kiosk.token is not None:
@@ -811,8 +833,6 @@ def serve(
 def serve_from_cli(args, *, model, store) -> int:
     """`pcg-runtime --kiosk`: serve the app for the stethoscope at `args.device_path` (the options
     of runtime.cli's live parser: baud, seconds, operating_point, kiosk_host, port, token)."""
-    import sys
-
     from runtime.screening import ScreeningBox
 
     if store is None:

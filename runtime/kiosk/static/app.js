@@ -223,6 +223,11 @@ function renderRecord() {
   if (!visit) return;
   if (!app.site) app.site = s.guided_sites.find((site) => !s.sites[site]) || s.guided_sites[0];
   $("patient-code").textContent = visit.patient_code;
+  const notes = visit.model_notes || [];
+  if ($("model-notes").dataset.session !== visit.session_id) {
+    $("model-notes").dataset.session = visit.session_id;
+    $("model-notes").replaceChildren(...notes.map((note) => el("li", { textContent: note })));
+  }
   const recording = s.recording;
   const busy = s.busy !== null;
   const steps = $("steps");
