@@ -228,6 +228,8 @@ function renderRecord() {
     $("model-notes").dataset.session = visit.session_id;
     $("model-notes").replaceChildren(...notes.map((note) => el("li", { textContent: note })));
   }
+  $("model-notes-box").hidden = notes.length === 0;
+  $("model-notes-summary").textContent = t("record.model_notes", { n: notes.length });
   const recording = s.recording;
   const busy = s.busy !== null;
   const steps = $("steps");
@@ -270,6 +272,7 @@ function renderRecord() {
   }
   const outcome = $("site-outcome");
   outcome.hidden = !done || !!isRecording;
+  $("wave").hidden = !outcome.hidden;  // once a site is done, its outcome and playback take the waveform's place
   if (done && !isRecording) {
     const ok = done.quality.ok;
     outcome.className = "outcome" + (ok ? "" : " bad");
