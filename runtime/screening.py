@@ -50,6 +50,14 @@ LEVEL_RATE_HZ = 10.0
 WAVEFORM_POINTS = 64
 
 
+#: A site is recorded again at most this many times when the stethoscope restarts mid-recording.
+MAX_RESTARTS_PER_SITE = 3
+
+
+class _StreamRestarted(Exception):
+    """The stream's sample index went back: the stethoscope restarted."""
+
+
 class ScreeningError(Exception):
     """A screening step cannot go on (the message says why and what was kept)."""
 
@@ -241,17 +249,42 @@ class ScreeningBox:
                     cancel: threading.Event | None = None) -> SiteRecording:
         """Record `seconds` (default seconds_per_site) at `site`; calling it again for a site is a
         retake (the earlier recording stays stored, the new one is used). `cancel` stops early:
-        what was recorded is kept as an interrupted recording and ScreeningError is raised."""
+        what was recorded is kept as an interrupted recording and ScreeningError is raised.
+
+        Samples the link lost (corruption, an unplug) are stored as gaps of the recording, placed by
+        the stream's sample index. A stethoscope that restarted its sample count (it rebooted while
+        unplugged) cannot be placed in the same recording: that recording is kept as interrupted
+        (reason 'device_restart') and the site is recorded again from the start."""
         if site not in SITES:
             raise ValueError(f"unknown site {site!r}; sites are {', '.join(SITES)}")
         if self.session is None:
             raise ScreeningError("the stethoscope is not connected: call connect() first")
         seconds = self.seconds_per_site if seconds is None else seconds
+        for _ in range(MAX_RESTARTS_PER_SITE):
+            try:
+                recording = self._record_once(visit, site, seconds, cancel)
+                break
+            except _StreamRestarted:
+                self._log("device_restarted", {"site": site}, visit)
+                self._emit({"type": "device", "state": "restarted", "site": site, **self.device_status()})
+        else:
+            raise ScreeningError(f"the stethoscope restarted {MAX_RESTARTS_PER_SITE} times while recording {site}; "
+                                 "check its battery and cable (what was recorded is kept)")
+        if self.model is not None and scores_sites_alone(self.model.manifest) and recording.features.shape[1]:
+            # scored now, while the operator moves to the next site: the decision then waits for one site only
+            recording.prediction = score_site(self.model, recording.features, visit.demographics, self.config)
+        visit.sites[site] = recording
+        visit.result = None
+        self._emit({"type": "site_done", **recording.to_dict()})
+        return recording
+
+    def _record_once(self, visit: Visit, site: str, seconds: float, cancel: threading.Event | None) -> SiteRecording:
         rate_hz = self.session.info.rate_hz
-        self.session.set_site(site)
+        self._send_site(visit, site)
         live = LiveSite(self.config, rate_hz)
         settle, wanted = int(self.settle_s * rate_hz), int(round(seconds * rate_hz))
         skipped = lost = 0
+        next_index: int | None = None  # the stream index the next sample of this recording should have
         last_sample_at = 0.0
         writer = None
         pending: list[np.ndarray] = []  # audio since the last level event
@@ -288,15 +321,19 @@ class ScreeningBox:
                 for event in events:
                     if isinstance(event, protocol.Status):
                         self.battery_pct = event.battery_pct
-                    elif isinstance(event, protocol.Gap) and taken:
-                        if batch:
-                            process(batch)
-                            batch = []
-                        lost += event.count
-                        if writer is not None:
-                            writer.note_gap(event.first_missing, event.count)
-                    elif isinstance(event, protocol.AudioChunk):
+                    elif isinstance(event, protocol.AudioChunk) and taken < wanted:
                         samples, first_index = event.samples, event.first_index
+                        if next_index is not None and first_index != next_index:
+                            if first_index < next_index:
+                                raise _StreamRestarted()
+                            if taken:  # lost inside the recording (not while settling): a gap of it
+                                if batch:
+                                    process(batch)
+                                    batch = []
+                                lost += first_index - next_index
+                                if writer is not None:
+                                    writer.note_gap(next_index, first_index - next_index)
+                        next_index = first_index + len(samples)
                         if skipped < settle:
                             take = min(settle - skipped, len(samples))
                             skipped += take
@@ -314,20 +351,26 @@ class ScreeningBox:
                     process(batch)
         except BaseException as exc:
             if writer is not None:
-                writer.abort("operator_cancel" if isinstance(exc, ScreeningError) and cancel is not None
-                             and cancel.is_set() else f"error: {type(exc).__name__}")
+                reason = ("device_restart" if isinstance(exc, _StreamRestarted) else "operator_cancel"
+                          if isinstance(exc, ScreeningError) and cancel is not None and cancel.is_set()
+                          else f"error: {type(exc).__name__}")
+                writer.abort(reason)
             raise
         features, quality = live.finish(site)
         record = writer.close() if writer is not None else None
-        recording = SiteRecording(site, record.id if record else None, live.samples / rate_hz, lost, quality, features,
-                                  last_sample_at)
-        if self.model is not None and scores_sites_alone(self.model.manifest) and features.shape[1]:
-            # scored now, while the operator moves to the next site: the decision then waits for one site only
-            recording.prediction = score_site(self.model, features, visit.demographics, self.config)
-        visit.sites[site] = recording
-        visit.result = None
-        self._emit({"type": "site_done", **recording.to_dict()})
-        return recording
+        return SiteRecording(site, record.id if record else None, live.samples / rate_hz, lost, quality, features,
+                             last_sample_at)
+
+    def _send_site(self, visit: Visit, site: str) -> None:
+        """Tell the stethoscope the site (its display; the SITE_EVENT marks the stream); an unplug
+        at that moment is waited out like one during recording."""
+        for _ in range(3):
+            try:
+                self.session.set_site(site)
+                return
+            except Disconnected as exc:
+                self._reconnect(visit, str(exc))
+        self.session.set_site(site)
 
     def _read(self, visit: Visit) -> tuple[list, float]:
         """Events from the link; on an unplug, reopen with backoff. Returns (events, seconds away)."""

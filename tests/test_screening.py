@@ -167,3 +167,24 @@ def test_a_process_killed_mid_recording_resumes_its_visit_after_restart(tmp_path
     assert statuses[2:] == [("PV", "complete"), ("TV", "complete"), ("MV", "complete")]
     assert [s["site"] for s in report["sites"]] == ["AV", "PV", "TV", "MV"]
     assert report["sites"][0]["seconds"] == 4.0 and report["sites"][1]["seconds"] == 1.0
+
+
+def test_a_stethoscope_that_restarts_mid_site_has_the_site_recorded_again(tmp_path):
+    import threading
+
+    from firmware_bridge import protocol
+
+    events = []
+    with Emulator(link=tmp_path / "steth", seed=2, speed=4) as emulator, Store.open(tmp_path / "db") as store:
+        with ScreeningBox(emulator.path, store=store, seconds_per_site=2.0, listener=events.append) as box:
+            box.connect()
+            visit = box.begin_patient(Demographics(), consent=True)
+            # a START mid-recording makes the device restart its stream at sample 0, as after a reboot
+            threading.Timer(0.3, lambda: box.session.send(protocol.Start())).start()
+            recording = box.record_site(visit, "AV")
+        rows = store.query("SELECT status, stop_reason, samples_written FROM recordings ORDER BY seq")
+        kinds = [k for (k,) in store.query("SELECT kind FROM device_events ORDER BY seq")]
+    assert [tuple(r)[:2] for r in rows] == [("interrupted", "device_restart"), ("complete", None)]
+    assert rows[0][2] > 0 and rows[1][2] == 2 * RATE  # the cut recording keeps what it had
+    assert recording.seconds == 2.0 and recording.recording_id is not None
+    assert "device_restarted" in kinds and any(e.get("state") == "restarted" for e in events)
