@@ -188,3 +188,21 @@ def test_a_stethoscope_that_restarts_mid_site_has_the_site_recorded_again(tmp_pa
     assert rows[0][2] > 0 and rows[1][2] == 2 * RATE  # the cut recording keeps what it had
     assert recording.seconds == 2.0 and recording.recording_id is not None
     assert "device_restarted" in kinds and any(e.get("state") == "restarted" for e in events)
+
+
+def test_low_disk_space_refuses_a_new_patient_with_a_clear_message_and_stores_nothing(tmp_path):
+    from runtime.store import LowDiskSpaceError
+
+    free = {"bytes": 10 * 2**30}
+    with Emulator(link=tmp_path / "steth", seed=1, speed=20) as emulator, \
+            Store.open(tmp_path / "db", min_free_bytes=2**30, free_bytes=lambda: free["bytes"]) as store:
+        with ScreeningBox(emulator.path, store=store, seconds_per_site=1.0) as box:
+            box.connect()
+            first = box.begin_patient(Demographics(), consent=True)
+            box.record_site(first, "AV")
+            free["bytes"] = 100 * 2**20  # the card is nearly full now
+            with pytest.raises(LowDiskSpaceError, match="free"):
+                box.begin_patient(Demographics(), consent=True)
+        assert store.query("SELECT COUNT(*) FROM patients")[0][0] == 1
+        (status,) = store.query("SELECT status FROM recordings")[0]
+    assert status == "complete"  # the recording made before is intact
