@@ -30,6 +30,37 @@ def test_features_are_cached_per_config_and_reused(tiny_dataset, tmp_path):
     assert len(list(tmp_path.iterdir())) == 2  # a different front-end config gets its own folder
 
 
+def test_a_damaged_cache_entry_is_recomputed_and_processes_filling_one_cache_do_not_collide(tiny_dataset, tmp_path):
+    import subprocess
+    import sys
+
+    config = FrontEndConfig()
+    recordings = [r for p in tiny_dataset.patients for r in p.recordings]
+    expected = [FeatureCache(None, config).features(r) for r in recordings]
+    script = (
+        "import pickle, sys\n"
+        "from trainer.examples import FeatureCache\n"
+        "from runtime.dsp.config import FrontEndConfig\n"
+        "recordings = pickle.loads(sys.stdin.buffer.read())\n"
+        f"cache = FeatureCache(__import__('pathlib').Path({str(tmp_path)!r}), FrontEndConfig())\n"
+        "for _ in range(3):\n"
+        "    [cache.features(r) for r in recordings]\n"
+    )
+    import pickle
+
+    children = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE) for _ in range(2)]
+    for child in children:
+        child.communicate(pickle.dumps(recordings), timeout=120)
+        assert child.returncode == 0
+    folder = tmp_path / config.config_hash()[:16]
+    assert not list(folder.glob(".*tmp*"))  # no temporary file left behind
+    cache = FeatureCache(tmp_path, config)
+    assert all(np.array_equal(cache.features(r), e) for r, e in zip(recordings, expected))
+    damaged = sorted(folder.glob("*.npz"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:40])  # cut short, as by a full disk
+    assert all(np.array_equal(cache.features(r), e) for r, e in zip(recordings, expected))
+
+
 def test_empty_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no patients found"):
         load_examples(Dataset(tmp_path, "circor", []), FeatureCache(None, FrontEndConfig()), "outcome")

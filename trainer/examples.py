@@ -15,6 +15,9 @@ recording's resolved path, size and modification time, so a changed file or conf
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,12 +99,19 @@ class FeatureCache:
             return compute_features(recording.read(), self.config)
         cached = self.folder / f"{self._key(recording.path)}.npz"
         if cached.is_file():
-            with np.load(cached) as data:
-                return data["features"]
+            try:
+                with np.load(cached) as data:
+                    return data["features"]
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                pass  # a damaged entry (e.g. a disk that filled): computed again and replaced below
         values = compute_features(recording.read(), self.config)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez(tmp, features=values)
-        tmp.replace(cached)
+        # a temporary name of this process's own, so runs filling one cache at once never mix bytes
+        tmp = cached.with_name(f".{cached.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp.npz")
+        try:
+            np.savez(tmp, features=values)
+            tmp.replace(cached)
+        finally:
+            tmp.unlink(missing_ok=True)
         return values
 
 
