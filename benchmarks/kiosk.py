@@ -23,16 +23,14 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from kiosk_fixtures import headless_chromium, running_kiosk  # noqa: E402
+from kiosk_fixtures import EventStream, headless_chromium, running_kiosk  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "kiosk.json"
 
@@ -64,18 +62,7 @@ def page_loads(driver, url: str, loads: int) -> dict:
 
 
 def live_updates(kiosk, driver, seconds: float) -> dict:
-    arrivals: list[float] = []
-    response = urllib.request.urlopen(kiosk.url + "api/events", timeout=60)
-
-    def read():
-        try:
-            for line in response:
-                if line.startswith(b"data: ") and b'"type":"level"' in line:
-                    arrivals.append(time.monotonic())
-        except (OSError, ValueError):
-            pass
-
-    threading.Thread(target=read, daemon=True).start()
+    stream = EventStream(kiosk.url)
     driver.get(kiosk.url)
     driver.execute_script(
         "window.timerChanges = 0; new MutationObserver(() => window.timerChanges++)"
@@ -95,7 +82,8 @@ def live_updates(kiosk, driver, seconds: float) -> dict:
         time.sleep(0.05)
     elapsed = time.monotonic() - started
     timer_changes = driver.execute_script("return window.timerChanges")
-    response.close()
+    stream.close()
+    arrivals = [t for t, e in zip(stream.arrivals, stream.events) if e["type"] == "level"]
     gaps_ms = [1000 * (b - a) for a, b in zip(arrivals, arrivals[1:])]
     span = arrivals[-1] - arrivals[0]
     return {

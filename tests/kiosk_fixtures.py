@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -62,6 +66,52 @@ class Kiosk:
 
     def count(self, table: str) -> int:
         return self.store.query(f"SELECT COUNT(*) FROM {table}")[0][0]
+
+
+class EventStream:
+    """A client of the kiosk's event stream (/api/events) reading in a thread; keeps every event
+    with its arrival time. A plain socket, so `close()` returns at once even while a read waits."""
+
+    def __init__(self, url: str, headers: dict | None = None):
+        self.events: list[dict] = []
+        self.arrivals: list[float] = []
+        address = urlsplit(url)
+        self._socket = socket.create_connection((address.hostname, address.port), timeout=60)
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        self._socket.sendall(f"GET /api/events HTTP/1.1\r\nHost: {address.netloc}\r\n{extra}\r\n".encode())
+        self._lines = self._socket.makefile("rb")
+        status = self._lines.readline()
+        assert b" 200 " in status, status
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for line in self._lines:
+                if line.startswith(b"data: "):
+                    self.events.append(json.loads(line[len(b"data: "):]))
+                    self.arrivals.append(time.monotonic())
+        except (OSError, ValueError):
+            pass
+
+    def wait_for(self, predicate, timeout_s: float = 30.0) -> dict:
+        """The first event (since the stream opened) for which `predicate` is true."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for event in list(self.events):
+                if predicate(event):
+                    return event
+            time.sleep(0.02)
+        raise AssertionError(f"no such event in {timeout_s} s; got {[e['type'] for e in self.events]}")
+
+    def close(self) -> None:
+        try:
+            self._socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._thread.join(5)
+        self._lines.close()
+        self._socket.close()
 
 
 @contextmanager

@@ -4,13 +4,11 @@ patient can be screened through it; the event stream pushes the runtime's progre
 from __future__ import annotations
 
 import io
-import json
-import threading
 import urllib.request
 import zipfile
 
 import pytest
-from kiosk_fixtures import running_kiosk
+from kiosk_fixtures import EventStream, running_kiosk
 
 from runtime.kiosk.api import FieldErrors, parse_patient
 from runtime.kiosk.server import LEVEL_INTERVAL_S, _Subscriber
@@ -152,41 +150,9 @@ def test_slow_browser_gets_the_latest_level_not_a_backlog():
     assert subscriber.get(LEVEL_INTERVAL_S) is None
 
 
-class EventReader:
-    """Reads /api/events in a thread, keeping every event."""
-
-    def __init__(self, url: str):
-        self.events: list[dict] = []
-        self._response = urllib.request.urlopen(url + "api/events", timeout=30)
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self):
-        try:
-            for line in self._response:
-                if line.startswith(b"data: "):
-                    self.events.append(json.loads(line[len(b"data: "):]))
-        except (OSError, ValueError):
-            pass
-
-    def wait_for(self, predicate, timeout_s: float = 30.0) -> dict:
-        import time
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for event in list(self.events):
-                if predicate(event):
-                    return event
-            time.sleep(0.02)
-        raise AssertionError(f"no such event in {timeout_s} s; got {[e['type'] for e in self.events]}")
-
-    def close(self):
-        self._response.close()
-
-
 def test_a_patient_screened_through_the_api_is_stored_with_every_site(tmp_path):
     with running_kiosk(tmp_path, speed=40.0, seconds=2.0, model=None) as kiosk:
-        events = EventReader(kiosk.url)
+        events = EventStream(kiosk.url)
         try:
             first = events.wait_for(lambda e: True)
             assert first["type"] == "state" and first["visit"] is None
@@ -225,7 +191,7 @@ def test_a_patient_screened_through_the_api_is_stored_with_every_site(tmp_path):
 
 def test_a_visit_left_open_is_picked_up_when_the_kiosk_restarts(tmp_path):
     with running_kiosk(tmp_path, speed=40.0, seconds=2.0, model=None) as kiosk:
-        events = EventReader(kiosk.url)
+        events = EventStream(kiosk.url)
         try:
             events.wait_for(lambda e: e["type"] == "device" and e.get("connected"))
             _, _, visit = kiosk.request("POST", "/api/patients", VALID)
@@ -234,7 +200,7 @@ def test_a_visit_left_open_is_picked_up_when_the_kiosk_restarts(tmp_path):
         finally:
             events.close()
     with running_kiosk(tmp_path, speed=40.0, seconds=2.0, model=None) as kiosk:
-        events = EventReader(kiosk.url)
+        events = EventStream(kiosk.url)
         try:
             resumed = events.wait_for(lambda e: e["type"] == "state" and e["visit"] is not None)
         finally:
@@ -242,3 +208,53 @@ def test_a_visit_left_open_is_picked_up_when_the_kiosk_restarts(tmp_path):
         assert resumed["visit"]["patient_code"] == visit["patient_code"]
         assert list(resumed["sites"]) == ["AV"]
         assert kiosk.request("POST", "/api/visit/record", {"site": "PV"})[0] == 202
+
+
+def test_stop_keeps_what_was_recorded_and_a_second_recording_waits_its_turn(tmp_path):
+    with running_kiosk(tmp_path, speed=1.0, seconds=20.0, model=None) as kiosk:
+        events = EventStream(kiosk.url)
+        try:
+            events.wait_for(lambda e: e["type"] == "device" and e.get("connected"))
+            kiosk.request("POST", "/api/patients", {"consent": True})
+            assert kiosk.request("POST", "/api/visit/record", {"site": "AV"})[0] == 202
+            events.wait_for(lambda e: e["type"] == "level" and e["elapsed_s"] > 0.5)
+            status, _, reply = kiosk.request("POST", "/api/visit/record", {"site": "PV"})
+            assert status == 409 and reply["busy"] == "recording"
+            assert kiosk.request("POST", "/api/patients", {"consent": True})[0] == 409
+            assert kiosk.request("POST", "/api/visit/cancel", {})[0] == 202
+            stopped = events.wait_for(lambda e: e["type"] in ("site_done", "recording_failed"))
+        finally:
+            events.close()
+        assert stopped["type"] == "recording_failed" and "cancelled" in stopped["message"]
+        (recording,) = kiosk.store.query("SELECT site, status, stop_reason, samples_written FROM recordings")
+        assert (recording["site"], recording["status"], recording["stop_reason"]) == ("AV", "interrupted", "operator_cancel")
+        assert recording["samples_written"] > 0
+        assert kiosk.server.state.snapshot()["busy"] is None
+
+
+def test_a_missing_stethoscope_is_reported_and_recording_says_why(tmp_path):
+    from runtime.kiosk import KioskServer
+    from runtime.screening import ScreeningBox
+    from runtime.store import Store
+
+    with Store.open(tmp_path / "store") as store, KioskServer(
+        lambda listener: ScreeningBox("/dev/pcg-no-such-stethoscope", store=store, listener=listener),
+        store=store, port=0,
+    ) as server:
+        events = EventStream(server.url)
+        try:
+            failed = events.wait_for(lambda e: e["type"] == "device" and e.get("state") == "failed"
+                                     or e["type"] == "state" and e["device"].get("state") == "failed")
+            failed = failed.get("device", failed)
+            assert "pcg-no-such-stethoscope" in failed["error"] and failed["connected"] is False
+            server_url = server.url.rstrip("/")
+            request = urllib.request.Request(server_url + "/api/patients", data=b'{"consent": true}', method="POST",
+                                             headers={"Content-Type": "application/json"})
+            assert urllib.request.urlopen(request, timeout=30).status == 201
+            request = urllib.request.Request(server_url + "/api/visit/record", data=b'{"site": "AV"}', method="POST",
+                                             headers={"Content-Type": "application/json"})
+            assert urllib.request.urlopen(request, timeout=30).status == 202
+            refused = events.wait_for(lambda e: e["type"] == "recording_failed")
+            assert "not connected" in refused["message"]
+        finally:
+            events.close()
