@@ -258,3 +258,15 @@ def test_a_missing_stethoscope_is_reported_and_recording_says_why(tmp_path):
             assert "not connected" in refused["message"]
         finally:
             events.close()
+
+
+def test_event_streams_are_limited(kiosk):
+    from runtime.kiosk.server import MAX_EVENT_STREAMS
+
+    streams = [EventStream(kiosk.url) for _ in range(MAX_EVENT_STREAMS)]
+    try:
+        status, headers, reply = kiosk.request("GET", "/api/events")
+        assert status == 503 and headers["Retry-After"] and "event streams" in reply["error"]
+    finally:
+        for stream in streams:
+            stream.close()

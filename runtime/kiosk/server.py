@@ -54,6 +54,7 @@ LEVEL_INTERVAL_S = 1 / 30  # at most this many waveform updates per second reach
 KEEPALIVE_S = 15.0
 IDLE_STATUS_S = 2.0
 CALL_TIMEOUT_S = 120.0
+MAX_EVENT_STREAMS = 16  # browsers open one each; more means something is wrong
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -138,9 +139,12 @@ class EventHub:
         self._subscribers: set[_Subscriber] = set()
         self.closed = False
 
-    def subscribe(self) -> _Subscriber:
+    def subscribe(self) -> _Subscriber | None:
+        """A new subscriber, or None when MAX_EVENT_STREAMS are already open."""
         subscriber = _Subscriber()
         with self._lock:
+            if len(self._subscribers) >= MAX_EVENT_STREAMS:
+                return None
             self._subscribers.add(subscriber)
         return subscriber
 
@@ -537,7 +541,7 @@ class KioskServer:
         """Visits started since local midnight by the box's clock, newest first."""
         midnight = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
         rows = self.store.query(
-            """SELECT s.id AS session_id, s.seq, s.created_at, s.status, p.code,
+            """SELECT s.id AS session_id, s.seq, s.created_at, s.status AS session_status, p.code,
                       (SELECT COUNT(DISTINCT site) FROM recordings r
                         WHERE r.session_id = s.id AND r.samples_written > 0) AS sites_recorded,
                       x.decision, x.probability
@@ -551,7 +555,12 @@ class KioskServer:
         visits = []
         for row in rows:
             visit = dict(row)
-            visit["status"] = visit["decision"] or ("in_progress" if row["session_id"] == current else "incomplete")
+            if row["decision"] is not None:
+                visit["status"] = row["decision"]
+            elif row["session_status"] == "closed":
+                visit["status"] = "no_decision"  # finished without a model
+            else:
+                visit["status"] = "in_progress" if row["session_id"] == current else "incomplete"
             visits.append(visit)
         return visits
 
@@ -734,6 +743,9 @@ class KioskHandler(BaseHTTPRequestHandler):
         """Server-sent events: the whole state first, then every change as it happens."""
         kiosk = self.kiosk
         subscriber = kiosk.hub.subscribe()
+        if subscriber is None:
+            return self._json({"error": f"too many open event streams (at most {MAX_EVENT_STREAMS}); close other tabs"},
+                              503, extra={"Retry-After": "5"})
         self.close_connection = True
         try:
             self.send_response(200)

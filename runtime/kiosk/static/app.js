@@ -397,7 +397,7 @@ async function loadToday() {
   const rows = $("today-rows");
   rows.replaceChildren();
   for (const v of reply.data.visits) {
-    const status = ["in_progress", "incomplete"].includes(v.status) ? t(`today.${v.status}`) : t(`result.${v.status}`);
+    const status = ["in_progress", "incomplete", "no_decision"].includes(v.status) ? t(`today.${v.status}`) : t(`result.${v.status}`);
     const time = new Date(v.created_at).toLocaleTimeString(app.lang === "pt" ? "pt-BR" : "en-GB", { hour: "2-digit", minute: "2-digit" });
     rows.append(el("tr", {},
       el("td", { textContent: v.code }), el("td", { textContent: time }),
