@@ -4,6 +4,7 @@ patient can be screened through it; the event stream pushes the runtime's progre
 from __future__ import annotations
 
 import io
+import time
 import urllib.request
 import zipfile
 
@@ -270,3 +271,17 @@ def test_event_streams_are_limited(kiosk):
     finally:
         for stream in streams:
             stream.close()
+    deadline = time.monotonic() + 10
+    while len(kiosk.server.hub) > 0:  # closed streams give their place back
+        assert time.monotonic() < deadline, "closed event streams were not released"
+        time.sleep(0.05)
+
+
+def test_connecting_again_reopens_the_stethoscope(kiosk):
+    stream = EventStream(kiosk.url)
+    try:
+        assert kiosk.request("POST", "/api/device/connect", {})[0] == 202
+        stream.wait_for(lambda e: e["type"] == "device" and e.get("state") == "connected" and e["connected"])
+    finally:
+        stream.close()
+    assert kiosk.request("GET", "/api/state")[2]["device"]["connected"] is True

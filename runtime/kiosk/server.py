@@ -3,12 +3,15 @@
     serve(lambda listener: ScreeningBox(device, store=store, model=model, listener=listener),
           store=store, port=8080)                      # blocks; Ctrl-C or SIGTERM stops it
 
+(`serve_from_cli` does this for `pcg-runtime --kiosk`.)
+
 The box's methods block and belong to one thread, so a worker thread creates the box (through the
 factory, which receives the listener to pass on) and runs every call on it, one at a time. HTTP
 requests validate their input (runtime.kiosk.api), then hand the call to the worker: starting a
 patient and finishing wait for the answer; recording a site returns 202 at once and reports
 through the event stream (level, device, site_done or recording_failed). The stream starts with
-the whole state, so a reloaded page picks up where it was.
+the whole state, so a reloaded page picks up where it was. Between calls the worker keeps reading
+the link and discards the audio, so a recording starts on fresh audio and an unplug shows at once.
 
 Security: by default the server binds 127.0.0.1 and accepts only requests whose Host header names
 the loopback (a web page elsewhere cannot reach it by DNS rebinding). Any other bind address needs
@@ -26,6 +29,7 @@ import io
 import ipaddress
 import json
 import queue
+import select
 import signal
 import socket
 import sys
@@ -43,15 +47,16 @@ from urllib.parse import parse_qs, urlsplit
 from firmware_bridge import protocol
 from runtime.kiosk.api import FieldErrors, field_error, parse_export, parse_patient, parse_recording
 from runtime.manifest import DISCLAIMER
-from runtime.sites import GUIDED_SITES, SITE_NAMES
+from runtime.sites import GUIDED_SITES
 from runtime.store import InvalidDemographicsError, LowDiskSpaceError, StoreError, export_records
 from runtime.store.db import iso_utc
 
 MIN_TOKEN_CHARS = 16
 COOKIE = "pcg_kiosk_token"
 MAX_BODY_BYTES = 16_384
-LEVEL_INTERVAL_S = 1 / 30  # at most this many waveform updates per second reach each browser
+LEVEL_INTERVAL_S = 1 / 30  # at most 30 waveform updates per second reach each browser
 KEEPALIVE_S = 15.0
+CLIENT_CHECK_S = 1.0  # how soon a closed event stream is noticed when nothing is sent
 IDLE_STATUS_S = 2.0
 CALL_TIMEOUT_S = 120.0
 MAX_EVENT_STREAMS = 16  # browsers open one each; more means something is wrong
@@ -60,7 +65,6 @@ _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
-    ".svg": "image/svg+xml",
 }
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self'; object-src 'none'; "
@@ -147,6 +151,11 @@ class EventHub:
                 return None
             self._subscribers.add(subscriber)
         return subscriber
+
+    def __len__(self) -> int:
+        """Open event streams."""
+        with self._lock:
+            return len(self._subscribers)
 
     def unsubscribe(self, subscriber: _Subscriber) -> None:
         with self._lock:
@@ -244,12 +253,11 @@ class KioskState:
                 "type": "state",
                 "device": self.device,
                 "visit": self.visit_info,
-                "sites": self.sites,
+                "sites": dict(self.sites),
                 "result": self.result,
                 "busy": self.busy,
                 "recording": self.recording,
                 "guided_sites": list(GUIDED_SITES),
-                "site_names": {site: SITE_NAMES[site] for site in GUIDED_SITES},
                 "seconds_per_site": self.seconds_per_site,
                 "disclaimer": DISCLAIMER,
             }
@@ -401,6 +409,8 @@ class KioskServer:
 
         def connect(box):
             try:
+                if box.session is not None:
+                    box.close()  # "Connect again" on an open port: start over rather than open it twice
                 status = box.connect()
                 self._keep_link_drained(box)  # what arrived with the device's greeting is not patient audio
                 device = {"state": "connected", **status}
@@ -755,14 +765,28 @@ class KioskHandler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"retry: 1000\n\n" + _sse(kiosk.state.snapshot()))
             self.wfile.flush()
-            while not kiosk.hub.closed:
-                event = subscriber.get(KEEPALIVE_S)
+            quiet_since = time.monotonic()
+            while not kiosk.hub.closed and not self._client_gone():
+                event = subscriber.get(CLIENT_CHECK_S)
+                if event is None and time.monotonic() - quiet_since < KEEPALIVE_S:
+                    continue
+                quiet_since = time.monotonic()
                 self.wfile.write(_sse(event) if event is not None else b": keep-alive\n\n")
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass
         finally:
             kiosk.hub.unsubscribe(subscriber)
+
+    def _client_gone(self) -> bool:
+        """The browser closed the stream (its socket reads as end of file); frees its place at once."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     # --- routes ----------------------------------------------------------------------------
 
