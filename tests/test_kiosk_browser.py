@@ -189,28 +189,29 @@ def test_unplugging_mid_site_is_shown_and_recording_goes_on_after_reconnect(tmp_
         assert "bad" in classes_of(driver, "device-pill")
         assert by_id(driver, "btn-stop").is_displayed()  # still recording the site
         driver.save_screenshot(str(shots / "01-unplugged-mid-site.png"))
-        wait(driver, lambda d: "reconnected" in text_of(d, "banner").lower(), what="reconnect shown")
+        wait(driver, lambda d: any(word in text_of(d, "banner") for word in ("reconnected", "restarted")),
+             what="reconnect shown")
         assert "ok" in classes_of(driver, "device-pill")
-        wait(driver, lambda d: site_finished(d, "AV") or "warn" in classes_of(d, "record-instruction"),
-             what="AV finished after reconnect")
-        failure = text_of(driver, "record-instruction")
-        if "start at or after sample" in failure:
-            # ScreeningBox.record_site passes a Gap numbered by a device that restarted its sample
-            # counter on replug to RecordingWriter.note_gap, which refuses it. Known; runtime side.
-            pytest.xfail(f"runtime: gap after a device restart refused mid-site: {failure}")
-        assert site_finished(driver, "AV"), failure
+        wait(driver, lambda d: site_finished(d, "AV"), what="AV finished after reconnect")
         driver.save_screenshot(str(shots / "02-site-done-after-reconnect.png"))
-        assert kiosk.server.state.sites["AV"]["samples_lost"] > 0
 
         by_id(driver, "btn-next").click()
         by_id(driver, "btn-record").click()
         wait(driver, lambda d: site_finished(d, "PV"), what="PV recorded after the reconnect")
         assert text_of(driver, "banner") == ""
 
-        recordings = kiosk.store.query("SELECT site, repeat, status, samples_written, rate_hz, gaps FROM recordings ORDER BY seq")
-        assert [(r["site"], r["repeat"], r["status"]) for r in recordings] == [("AV", 0, "complete"), ("PV", 0, "complete")]
-        for r in recordings:  # one WAV per site, filled to its length across the unplug
-            assert r["samples_written"] == seconds * r["rate_hz"]
-        assert recordings[0]["gaps"] != "[]"  # the samples lost while unplugged are recorded as a gap
+        recordings = kiosk.store.query(
+            "SELECT site, repeat, status, stop_reason, samples_written, rate_hz, gaps FROM recordings ORDER BY seq")
+        av = [r for r in recordings if r["site"] == "AV"]
+        # Either the stethoscope kept its sample count across the unplug (one recording, the audio
+        # missed stored as a gap), or it restarted it (the cut recording kept as interrupted, the
+        # site recorded again); both keep what was recorded and finish the site.
+        for cut in av[:-1]:
+            assert (cut["status"], cut["stop_reason"]) == ("interrupted", "device_restart") and cut["samples_written"] > 0
+        if len(av) == 1:
+            assert av[0]["gaps"] != "[]" and kiosk.server.state.sites["AV"]["samples_lost"] > 0
+        pv = [r for r in recordings if r["site"] == "PV"]
+        for final in (av[-1], pv[-1]):  # one WAV per site, filled to its length across the unplug
+            assert final["status"] == "complete" and final["samples_written"] == seconds * final["rate_hz"]
         kinds = [k for (k,) in kiosk.store.query("SELECT kind FROM device_events ORDER BY seq")]
         assert "device_disconnected" in kinds and "device_reconnected" in kinds

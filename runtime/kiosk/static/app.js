@@ -106,7 +106,7 @@ function renderBanner() {
   const banner = $("banner");
   banner.hidden = !app.banner;
   banner.className = "banner" + (app.banner === "back" ? " back" : "");
-  banner.textContent = app.banner === "lost" ? t("device.banner_lost") : app.banner === "back" ? t("device.banner_back") : "";
+  banner.textContent = app.banner ? t(`device.banner_${app.banner}`) : "";
 }
 
 // --- new patient ---------------------------------------------------------------------------
@@ -426,6 +426,7 @@ function onEvent(event) {
       const { type, ...device } = event;
       s.device = device;
       if (event.state === "disconnected") app.banner = "lost";
+      else if (event.state === "restarted") { app.banner = "restarted"; app.wave = []; }
       else if (event.state === "reconnected" && app.banner === "lost") {
         app.banner = "back";
         setTimeout(() => { if (app.banner === "back") { app.banner = null; renderBanner(); } }, 5000);
@@ -444,7 +445,7 @@ function onEvent(event) {
     case "site_done": {
       const { type, ...site } = event;
       s.sites[event.site] = site; s.busy = null; s.recording = null;
-      if (app.banner === "back") app.banner = null;
+      if (app.banner === "back" || app.banner === "restarted") app.banner = null;
       renderAll();
       return;
     }
