@@ -414,6 +414,7 @@ function onEvent(event) {
   switch (event.type) {
     case "state": {
       app.state = event;
+      if (app.banner === "server") app.banner = null;
       if (event.recording) app.site = event.recording.site;
       renderAll();
       if (app.firstState) return;
@@ -466,7 +467,7 @@ function onEvent(event) {
 function connectEvents() {
   const source = new EventSource("/api/events");
   source.onmessage = (message) => onEvent(JSON.parse(message.data));
-  source.onerror = () => { if (app.state) { app.state.device = { ...app.state.device }; } };
+  source.onerror = () => { app.banner = "server"; renderBanner(); };  // EventSource retries by itself
   window.kioskEvents = source;
 }
 
