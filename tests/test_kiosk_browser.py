@@ -215,3 +215,35 @@ def test_unplugging_mid_site_is_shown_and_recording_goes_on_after_reconnect(tmp_
             assert final["status"] == "complete" and final["samples_written"] == seconds * final["rate_hz"]
         kinds = [k for (k,) in kiosk.store.query("SELECT kind FROM device_events ORDER BY seq")]
         assert "device_disconnected" in kinds and "device_reconnected" in kinds
+
+
+SCREENS = ("patient", "record", "today", "export")
+
+
+def test_portuguese_messages_and_touch_targets_at_800x480(tmp_path):
+    with running_kiosk(tmp_path, model=None) as kiosk, headless_chromium() as driver:
+        shots = screenshot_dir("portuguese")
+        driver.get(kiosk.url)
+        wait(driver, lambda d: "ok" in classes_of(d, "device-pill"), what="device connected")
+        by_id(driver, "lang").click()
+        wait(driver, lambda d: text_of(d, "nav-patient") == "Novo paciente", what="Portuguese")
+        by_id(driver, "weight").send_keys("abc")
+        by_id(driver, "start-patient").click()
+        wait(driver, lambda d: d.find_element("css selector", '.err[data-for="consent"]').text.strip(),
+             what="consent error shown")
+        errors = {field: driver.find_element("css selector", f'.err[data-for="{field}"]').text
+                  for field in ("consent", "weight_kg")}
+        assert errors == {"consent": "O consentimento é obrigatório antes de gravar.",
+                          "weight_kg": "Digite um número, ou deixe vazio se não souber."}
+        driver.save_screenshot(str(shots / "01-validation-pt.png"))
+        assert kiosk.count("patients") == 0
+        assert driver.execute_script("return document.getElementById('consent').getBoundingClientRect().height") >= 32
+        for screen in SCREENS:
+            by_id(driver, f"nav-{screen}").click()
+            layout = driver.execute_script(
+                "const small = Array.from(document.querySelectorAll('button, .button, input, audio'))"
+                "  .filter(e => e.offsetParent !== null && e.type !== 'checkbox')"
+                "  .filter(e => e.getBoundingClientRect().height < 40).map(e => e.id || e.textContent);"
+                "return {small, width: document.documentElement.scrollWidth, viewport: window.innerWidth};")
+            assert layout["small"] == [], f"{screen}: controls under 40 px tall: {layout['small']}"
+            assert layout["width"] <= layout["viewport"] == 800, f"{screen} is wider than the screen"
