@@ -209,7 +209,7 @@ def wait_for_operator(box, site: str, interactive: bool) -> None:
         if ready:
             sys.stdin.readline()
             return
-        events, _ = box._read(None)
+        events = box.poll()
         if any(isinstance(e, protocol.SiteEvent) and e.source == protocol.SITE_SOURCE_BUTTON for e in events):
             return
 

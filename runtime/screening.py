@@ -372,7 +372,17 @@ class ScreeningBox:
                 self._reconnect(visit, str(exc))
         self.session.set_site(site)
 
-    def _read(self, visit: Visit) -> tuple[list, float]:
+    def poll(self) -> list:
+        """Between recordings: read and discard what the stethoscope sends (so a recording starts on
+        fresh audio, not seconds buffered in the port), keep the battery level, and wait out an
+        unplug like during recording. Returns the events (e.g. a SiteEvent from the button)."""
+        events, _ = self._read(None)
+        for event in events:
+            if isinstance(event, protocol.Status):
+                self.battery_pct = event.battery_pct
+        return events
+
+    def _read(self, visit: Visit | None) -> tuple[list, float]:
         """Events from the link; on an unplug, reopen with backoff. Returns (events, seconds away)."""
         try:
             return self.session.read(), 0.0

@@ -431,7 +431,7 @@ class KioskServer:
             time.sleep(0.05)
             return
         try:
-            events, _ = box._read(None)
+            events = box.poll()
         except Exception as exc:  # unplugged for longer than the box waits: the operator reconnects
             device = {"state": "failed", "connected": False, "error": str(exc)}
             with self.state.lock:
