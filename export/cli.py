@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}: TensorRT 8.5+ and ONNX Runtime 1.13+)")
     p.add_argument("--lodo-run", type=Path, default=None,
                    help="pcg-train --folds lodo run of the same settings: its metrics go into the manifest, labelled leave-one-database-out")
+    p.add_argument("--lodo-seed-run", type=Path, action="append", default=[],
+                   help="with --lodo-run: a LODO run of the same settings but another seed, recorded beside it (repeatable)")
     p.add_argument("--reference-ids", default=None,
                    help="comma-separated patient ids of the run's data: write their probabilities to <out>.reference.json")
     return p
@@ -79,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = load_source(args.source)
         float_graph = export_graph(source, args.opset)
-        lodo = lodo_metrics(source, args.lodo_run) if args.lodo_run else None
+        if args.lodo_seed_run and not args.lodo_run:
+            raise SourceError("--lodo-seed-run needs --lodo-run (the LODO run of the exported ensemble's own seed)")
+        lodo = lodo_metrics(source, args.lodo_run, tuple(args.lodo_seed_run)) if args.lodo_run else None
         manifest = build_manifest(source, (command,), lodo=lodo)
         quantizing = args.int8 or args.tensorrt
         data = load_real_data(source, args.calibration, args.cache, min_calibration=MIN_CALIBRATION_PATIENTS if quantizing else 0)

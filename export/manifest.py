@@ -83,35 +83,66 @@ def _fold_figures(summary: dict) -> dict:
 _SAME_SETTINGS = ("data", "format", "frontend", "model", "train")
 
 
-def lodo_metrics(source: ExportSource, lodo_dir: Path) -> dict:
-    """The leave-one-database-out block of the manifest's metrics, from a pcg-train --folds lodo run made
-    with the same data, front-end, model and training settings as `source`; SourceError otherwise."""
+def _read_lodo_run(source: ExportSource, lodo_dir: Path, flag: str, ignore_seed: bool = False) -> tuple[dict, set, set]:
+    """A pcg-train --folds lodo run's metrics.json, checked to share `source`'s settings (all of them, or
+    all but the training seed)."""
     path = Path(lodo_dir) / "metrics.json"
     try:
         lodo = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise SourceError(f"--lodo-run {lodo_dir}: cannot read {path.name}: {exc}") from None
+        raise SourceError(f"{flag} {lodo_dir}: cannot read {path.name}: {exc}") from None
     settings = lodo.get("settings", {})
     if str(settings.get("folds")) != "lodo":
-        raise SourceError(f"--lodo-run {lodo_dir}: made with --folds {settings.get('folds')}, not --folds lodo")
+        raise SourceError(f"{flag} {lodo_dir}: made with --folds {settings.get('folds')}, not --folds lodo")
     ours, ours_unknown = _comparable((source.run or {}).get("settings", {}))
     theirs, theirs_unknown = _comparable(settings)
+    if ignore_seed:
+        for side in (ours, theirs):
+            if isinstance(side.get("train"), dict):
+                side["train"] = {k: v for k, v in side["train"].items() if k != "seed"}
     differing = [k for k in _SAME_SETTINGS if theirs.get(k) != ours.get(k)]
     if differing:
-        raise SourceError(f"--lodo-run {lodo_dir}: its {', '.join(differing)} settings differ from {source.path}'s; "
-                          "the leave-one-database-out figures must come from the same configuration")
+        raise SourceError(f"{flag} {lodo_dir}: its {', '.join(differing)} settings differ from {source.path}'s; "
+                          "the leave-one-database-out figures must come from the same configuration"
+                          + (" (only the seed may differ)" if ignore_seed else ""))
+    return lodo, ours_unknown, theirs_unknown
+
+
+def _seed_figures(lodo: dict, lodo_dir: Path) -> dict:
+    pooled = lodo["summary"].get("pooled", {})
+    return {"run": str(lodo_dir), "seed": lodo.get("settings", {}).get("train", {}).get("seed"),
+            "auroc": pooled.get("auroc"), "auroc_ci": pooled.get("auroc_ci"),
+            "by_group_auroc": {g: b.get("auroc") for g, b in lodo["summary"].get("by_group", {}).items()}}
+
+
+def lodo_metrics(source: ExportSource, lodo_dir: Path, seed_dirs: tuple[Path, ...] = ()) -> dict:
+    """The leave-one-database-out block of the manifest's metrics, from a pcg-train --folds lodo run made
+    with the same data, front-end, model and training settings as `source`; SourceError otherwise.
+    `seed_dirs`: further LODO runs of the same settings but other seeds, recorded beside it (a single
+    run's pooled LODO figure varies with the seed; the spread is part of the evidence)."""
+    lodo, ours_unknown, theirs_unknown = _read_lodo_run(source, lodo_dir, "--lodo-run")
     summary = lodo["summary"]
+    seeds = [_seed_figures(lodo, lodo_dir)] + [
+        _seed_figures(_read_lodo_run(source, d, "--lodo-seed-run", ignore_seed=True)[0], d) for d in seed_dirs]
+    spread = {}
+    if len(seeds) > 1:
+        values = [s["auroc"] for s in seeds if isinstance(s["auroc"], (int, float))]
+        spread = {"seeds": seeds, "pooled_auroc_mean": sum(values) / len(values), "pooled_auroc_min": min(values),
+                  "pooled_auroc_max": max(values),
+                  "note": "the same configuration trained with other seeds; the pooled figure above is the run whose "
+                          "seed matches the exported ensemble's"}
     return {
         "measured_as": _validation_scheme("lodo"),
         "scope": "a separate pcg-train run with the exported model's settings, one fold model per held-out database; "
                  "the figure for databases and stethoscopes the model has never heard. The exported ensemble is not these models",
-        "run": str(lodo_dir), "command": settings.get("command"),
+        "run": str(lodo_dir), "command": lodo.get("settings", {}).get("command"),
         "settings_not_compared": {"fields the current trainer does not know, recorded by one of the runs": sorted(ours_unknown ^ theirs_unknown),
                                   "recorded by both": sorted(ours_unknown & theirs_unknown)},
         "pooled": summary.get("pooled", {}),
         "by_group": summary.get("by_group", {}),
         "fold_mean_sd": summary.get("mean_sd", {}),
         "folds": _fold_figures(summary),
+        **({"seed_spread": spread} if spread else {}),
     }
 
 

@@ -82,6 +82,24 @@ def test_a_lodo_run_of_other_settings_or_not_lodo_is_refused(runs, capsys):
     assert "not --folds lodo" in capsys.readouterr().err
 
 
+def test_lodo_runs_of_other_seeds_are_recorded_as_the_seed_spread(runs, capsys):
+    root, _, made = runs
+    out = root / "seeds" / "model.onnx"
+    assert pcg_export([str(made["kfold"]), "--out", str(out), "--cache", str(root / "cache"), "--lodo-run", str(made["lodo"]),
+                       "--lodo-seed-run", str(made["lodo-other"])]) == 0
+    spread = Model.load(out).manifest.metrics["leave_one_database_out"]["seed_spread"]
+    aurocs = [json.loads((made[n] / "metrics.json").read_text())["summary"]["pooled"]["auroc"] for n in ("lodo", "lodo-other")]
+    assert [s["seed"] for s in spread["seeds"]] == [0, 1]
+    assert [s["auroc"] for s in spread["seeds"]] == pytest.approx(aurocs)
+    assert spread["pooled_auroc_min"] == pytest.approx(min(aurocs)) and spread["pooled_auroc_max"] == pytest.approx(max(aurocs))
+    # a seed run is still refused when anything but the seed differs, and needs --lodo-run
+    assert pcg_export([str(made["kfold"]), "--out", str(out), "--cache", str(root / "cache"), "--lodo-run", str(made["lodo"]),
+                       "--lodo-seed-run", str(made["kfold"])]) == 2
+    assert "not --folds lodo" in capsys.readouterr().err
+    assert pcg_export([str(made["kfold"]), "--out", str(out), "--lodo-seed-run", str(made["lodo-other"])]) == 2
+    assert "needs --lodo-run" in capsys.readouterr().err
+
+
 def test_unknown_reference_ids_are_refused(runs, capsys):
     root, _, made = runs
     out = root / "refused-ids" / "model.onnx"
