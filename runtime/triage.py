@@ -70,6 +70,12 @@ def model_summary(manifest: ModelManifest, provider: str | None = None) -> dict:
         auroc = block.get("auroc") if isinstance(block, dict) else None
         if isinstance(auroc, (int, float)):
             pooled[label] = round(float(auroc), 3)
+    lodo = manifest.metrics.get("leave_one_database_out") if isinstance(manifest.metrics, dict) else None
+    spread = lodo.get("seed_spread") if isinstance(lodo, dict) else None
+    if isinstance(spread, dict) and "pooled_auroc_min" in spread:
+        pooled["leave-one-database-out over seeds"] = (
+            f"{spread['pooled_auroc_min']:.3f}-{spread['pooled_auroc_max']:.3f} (mean {spread['pooled_auroc_mean']:.3f}, "
+            f"{len(spread['seeds'])} seeds)")
     return {
         "name": manifest.model_name,
         "graph_sha256": manifest.graph_sha256,
