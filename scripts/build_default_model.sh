@@ -10,7 +10,7 @@
 #   DATA         labelled PhysioNet 2016 tree, read in place   (default ../shared/data/physionet2016)
 #   MODEL        pcg-train --model                             (default primary)
 #   TRAIN_FLAGS  further pcg-train flags, the same for every run (default: the flags recommended by
-#                trainer/STATUS.md for unseen stethoscopes, "--epochs 30 --freq-rows 32 --mixup 0.4
+#                trainer/STATUS.md for unseen stethoscopes, "--epochs 30 --patience 30 --freq-rows 32 --mixup 0.4
 #                --augment masked --calibration balanced --quiet")
 #   SEEDS        further seeds of the LODO run, recorded as the manifest's seed spread (default "1 2")
 #   NAME         run folder prefix under runs/                 (default default)
@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.."
 
 DATA=${DATA:-../shared/data/physionet2016}
 MODEL=${MODEL:-primary}
-TRAIN_FLAGS=${TRAIN_FLAGS:---epochs 30 --freq-rows 32 --mixup 0.4 --augment masked --calibration balanced --quiet}
+TRAIN_FLAGS=${TRAIN_FLAGS:---epochs 30 --patience 30 --freq-rows 32 --mixup 0.4 --augment masked --calibration balanced --quiet}
 SEEDS=${SEEDS:-1 2}
 NAME=${NAME:-default}
 KFOLD=runs/$NAME-5fold
