@@ -40,6 +40,7 @@ from runtime.triage import (
     score_site,
     scores_sites_alone,
 )
+from runtime.triage import operating_point as named_operating_point
 
 #: Audio discarded after moving to a site: frames still in flight from the previous site, and the
 #: contact noise of placing the chest piece.
@@ -142,9 +143,7 @@ class ScreeningBox:
         self.settle_s = settle_s
         self.config = FrontEndConfig.from_dict(model.manifest.frontend) if model is not None else FrontEndConfig()
         if model is not None:
-            from runtime.triage import operating_point as _point
-
-            self.operating_point = _point(model.manifest, operating_point)[0]
+            self.operating_point = named_operating_point(model.manifest, operating_point)[0]
             self._model_record = store.register_model(model.manifest) if store is not None else None
         else:
             self.operating_point = operating_point
