@@ -413,8 +413,10 @@ class ScreeningBox:
 
     # -- result ----------------------------------------------------------------------------------
 
-    def finish(self, visit: Visit) -> TriageResult:
-        """Triage the visit on what was recorded, store the result and close the visit."""
+    def finish(self, visit: Visit, *, keep_open_on_retake: bool = False) -> TriageResult:
+        """Triage the visit on what was recorded, store the result and close the visit. With
+        `keep_open_on_retake`, a RETAKE leaves the visit open: the operator records the named sites
+        again and finishes again (each result is stored; the last one stands)."""
         if not visit.sites:
             raise ScreeningError("no site was recorded: nothing to screen")
         features = {s: r.features for s, r in visit.sites.items()}
@@ -439,7 +441,7 @@ class ScreeningBox:
                                        threshold=result.threshold)
             if self.session is not None:
                 self._log("link_counters", self.session.decoder.stats.as_dict(), visit)
-            if session.status == "open":
+            if session.status == "open" and not (keep_open_on_retake and result.decision == "RETAKE"):
                 self.store.close_session(session)
         visit.result = result
         visit.stored_at = time.monotonic()

@@ -168,7 +168,7 @@ def test_a_patient_screened_through_the_api_is_stored_with_every_site(tmp_path):
             status, _, result = kiosk.request("POST", "/api/visit/finish", {})
             assert status == 200 and result["patient_code"] == visit["patient_code"]
             assert "research use" in result["disclaimer"]
-            assert kiosk.request("POST", "/api/visit/record", {"site": "AV"})[0] == 409  # visit has its result
+            assert result["decision"] == "RETAKE" and "only 2.0 s recorded" in result["reason"]  # no model; 2-s sites
             recordings = kiosk.store.query("SELECT id, site, status FROM recordings ORDER BY seq")
             assert [(r["site"], r["status"]) for r in recordings] == [(s, "complete") for s in ("AV", "PV", "TV", "MV")]
             status, headers, wav = kiosk.request("GET", f"/api/recordings/{recordings[0]['id']}/audio")
@@ -186,6 +186,33 @@ def test_a_patient_screened_through_the_api_is_stored_with_every_site(tmp_path):
                 assert visit["patient_code"] in z.read(patients).decode()
             status, _, document = kiosk.request("GET", "/api/export?format=json")
             assert status == 200 and len(document["tables"]["recordings"]) == 4
+            # a RETAKE result keeps the visit open: the site is recorded again and the visit finished again
+            assert kiosk.request("POST", "/api/visit/record", {"site": "AV", "seconds": 6})[0] == 202
+            assert events.wait_for(lambda e: e["type"] == "site_done" and e["seconds"] == 6.0)["quality"]["ok"]
+            status, _, again = kiosk.request("POST", "/api/visit/finish", {})
+            assert status == 200 and again["decision"] == "RETAKE" and "retake AV" not in again["reason"]
+            assert kiosk.count("results") == 2
+            (session_status,) = kiosk.store.query("SELECT status FROM sessions")[0]
+            assert session_status == "open"
+        finally:
+            events.close()
+
+
+def test_a_decided_visit_is_closed_and_refuses_more_recording(tmp_path):
+    with running_kiosk(tmp_path, speed=40.0, seconds=6.0) as kiosk:  # the bundled model
+        events = EventStream(kiosk.url)
+        try:
+            events.wait_for(lambda e: e["type"] == "device" and e.get("connected"))
+            assert kiosk.request("POST", "/api/patients", VALID)[0] == 201
+            for site in ("AV", "PV", "TV", "MV"):
+                assert kiosk.request("POST", "/api/visit/record", {"site": site})[0] == 202
+                events.wait_for(lambda e: e["type"] in ("site_done", "recording_failed") and e["site"] == site)
+            status, _, result = kiosk.request("POST", "/api/visit/finish", {})
+            assert status == 200 and result["decision"] in ("REFER", "NO_REFER"), result
+            status, _, refused = kiosk.request("POST", "/api/visit/record", {"site": "AV"})
+            assert status == 409 and "visit" in refused["errors"]
+            (session_status,) = kiosk.store.query("SELECT status FROM sessions")[0]
+            assert session_status == "closed"
         finally:
             events.close()
 

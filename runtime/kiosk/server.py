@@ -487,10 +487,12 @@ class KioskServer:
         with state.lock:
             if state.visit is None:
                 raise FieldErrors({"visit": field_error("no_visit", "start a new patient first")}, status=409)
-            if state.result is not None:
+            if state.result is not None and state.result.get("decision") != "RETAKE":
                 raise FieldErrors({"visit": field_error("finished", "this visit has its result; start a new patient")},
                                   status=409)
         state.claim("recording")
+        with state.lock:
+            state.result = None  # a RETAKE result: the site is recorded again and the visit finished again
         visit = state.visit
         cancel = state.cancel = threading.Event()
         with state.lock:
@@ -533,7 +535,7 @@ class KioskServer:
                 return state.result
         state.claim("finishing")
         try:
-            result = self._call(lambda box: box.finish(visit))
+            result = self._call(lambda box: box.finish(visit, keep_open_on_retake=True))
         finally:
             state.release()
         result = {"patient_code": visit.patient_code, **result.to_dict()}

@@ -205,6 +205,9 @@ function adoptVisit(visit) {
   show("record");
 }
 
+/** The visit has its result and no site may be recorded again; a RETAKE result leaves it open. */
+function finished(s) { return !!s.result && s.result.decision !== "RETAKE"; }
+
 function nextSite() {
   const sites = app.state.guided_sites;
   const start = sites.indexOf(app.site);
@@ -245,7 +248,7 @@ function renderRecord() {
     const button = $(`step-${site}`);
     button.textContent = site + (done ? (done.quality.ok ? " ✓" : " !") : "");
     button.className = (site === app.site ? "current " : "") + (done ? (done.quality.ok ? "ok" : "retake") : "");
-    button.disabled = busy || !!s.result;
+    button.disabled = busy || finished(s);
   }
   const site = app.site;
   const done = s.sites[site];
@@ -258,10 +261,10 @@ function renderRecord() {
   const allDone = s.guided_sites.every((x) => s.sites[x]);
   const anyDone = s.guided_sites.some((x) => s.sites[x]);
   $("btn-record").hidden = !!isRecording || !!done;
-  $("btn-record").disabled = busy || !!s.result;
+  $("btn-record").disabled = busy || finished(s);
   $("btn-stop").hidden = !isRecording;
   $("btn-retake").hidden = !done || !!isRecording;
-  $("btn-retake").disabled = busy || !!s.result;
+  $("btn-retake").disabled = busy || finished(s);
   $("btn-next").hidden = !done || !!isRecording || allDone;
   $("btn-skip").hidden = !!done || !!isRecording || !nextSite();
   $("btn-skip").disabled = busy;
@@ -439,6 +442,7 @@ function onEvent(event) {
     case "visit": adoptVisit(event.visit); return;
     case "recording_started":
       s.busy = "recording"; s.recording = { site: event.site, seconds: event.seconds };
+      s.result = null;  // only a RETAKE result lets a site be recorded again: the visit goes on
       app.site = event.site; app.failure = null; app.banner = null;
       renderAll();
       return;
