@@ -82,3 +82,15 @@ def test_opening_the_token_link_once_sets_a_cookie_for_the_app(tmp_path):
         response = connection.getresponse()
         assert response.status == 200 and b'"type": "state"' in response.read()
         connection.close()
+
+
+def test_every_quality_reason_has_a_portuguese_sentence_in_the_app():
+    import re
+    from pathlib import Path
+
+    from runtime.quality import REASONS
+
+    text = (Path(__file__).resolve().parents[1] / "runtime" / "kiosk" / "static" / "i18n.js").read_text(encoding="utf-8")
+    portuguese = text[text.index("  pt: {"):]
+    keys = set(re.findall(r'"(quality\.[a-z_]+)":', portuguese))
+    assert keys == {f"quality.{reason}" for reason in REASONS}

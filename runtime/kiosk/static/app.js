@@ -281,7 +281,10 @@ function renderRecord() {
     outcome.className = "outcome" + (ok ? "" : " bad");
     $("quality-verdict").textContent = ok ? t("record.quality_ok") : t("record.quality_bad");
     const list = $("quality-messages");
-    list.replaceChildren(...(done.quality.messages || []).map((m) => el("li", { textContent: m })));
+    // the runtime's sentences are English (with the measured figures); Portuguese uses each reason's own text
+    const messages = app.lang === "en" ? (done.quality.messages || [])
+      : (done.quality.reasons || []).map((reason, i) => window.I18N[app.lang][`quality.${reason}`] || done.quality.messages[i]);
+    list.replaceChildren(...messages.map((m) => el("li", { textContent: m })));
     if (done.samples_lost) list.append(el("li", { textContent: t("record.lost", { n: done.samples_lost }) }));
     $("timer").textContent = `${done.seconds.toFixed(1)} s`;
     const audio = $("playback");
