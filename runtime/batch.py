@@ -34,14 +34,20 @@ class BatchSummary:
     seconds: float = 0.0
 
 
-def _longest_per_site(patient: Patient) -> dict:
-    """The repeat rule of the manifest: per site, the longest recording (ties: the first)."""
+def _longest_per_site(patient: Patient) -> tuple[dict, list[str]]:
+    """The repeat rule of the manifest: per site, the longest readable recording (ties: the first).
+    Returns (site -> Audio, read errors of the recordings left out)."""
     chosen: dict[str, tuple[int, object]] = {}
+    errors = []
     for recording in patient.recordings:
-        audio = recording.read()
+        try:
+            audio = recording.read()
+        except (FormatError, OSError) as exc:
+            errors.append(str(exc))
+            continue
         if recording.site not in chosen or len(audio.samples) > chosen[recording.site][0]:
             chosen[recording.site] = (len(audio.samples), audio)
-    return {site: audio for site, (_, audio) in chosen.items()}
+    return {site: audio for site, (_, audio) in chosen.items()}, errors
 
 
 def triage_folder(model, root: Path, out: Path, *, format: str | None = None, operating_point: str | None = None,
@@ -61,14 +67,15 @@ def triage_folder(model, root: Path, out: Path, *, format: str | None = None, op
         for patient in dataset.patients:
             row = {"patient_id": patient.patient_id}
             try:
-                audio = _longest_per_site(patient)
+                audio, read_errors = _longest_per_site(patient)
                 if not audio:
-                    raise FormatError(f"patient {patient.patient_id} has no recording")
+                    raise ValueError("; ".join(read_errors) or f"patient {patient.patient_id} has no recording")
+                summary.problems.extend(read_errors)  # the patient is scored on the recordings that could be read
                 features = {s: compute_features(a, config) for s, a in audio.items()}
                 quality = {s: assess(a, s, config, features=features[s]) for s, a in audio.items()}
                 usable = {s: f for s, f in features.items() if f.shape[1] > 0}
                 if not usable:
-                    raise FormatError("every recording is shorter than one spectrogram frame")
+                    raise ValueError("every recording is shorter than one spectrogram frame")
                 score = score_patient(model, usable, patient.demographics, config)
                 notes = model_limits(model.manifest, patient.demographics, list(usable))
                 result = decide(score, quality, model.manifest, operating_point, notes=notes, model_info=info)

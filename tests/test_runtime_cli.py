@@ -148,8 +148,9 @@ def test_triage_gives_every_patient_a_row_with_retake_reasons(tmp_path, capsys):
     # a 1-second recording: RETAKE, with the reason, and still the model's probability on what there is
     assert rows["short"]["decision"] == "RETAKE" and "only 1.0 s recorded" in rows["short"]["reason"]
     assert 0 <= float(rows["short"]["outcome_probability"]) <= 1
-    if "broken" in rows:
-        assert rows["broken"]["decision"] == "RETAKE" and rows["broken"]["outcome_probability"] == ""
+    # an unreadable file: still a row, RETAKE with the read error and no probability
+    assert rows["broken"]["decision"] == "RETAKE" and rows["broken"]["outcome_probability"] == ""
+    assert rows["broken"]["reason"].startswith("unreadable: ") and "broken.wav" in rows["broken"]["reason"]
     assert "research use" in capsys.readouterr().out
 
 
@@ -184,3 +185,18 @@ def test_model_command_prints_the_provenance(capsys):
     assert main(["model"]) == 0
     out = capsys.readouterr().out
     assert "verified" in out and "AUROC" in out and "operating point" in out and "research use" in out
+
+
+def test_a_patient_with_one_unreadable_site_is_scored_on_the_others(tmp_path):
+    from firmware_bridge.heart import HeartSoundGenerator, random_profile
+
+    root = tmp_path / "wavs"
+    root.mkdir()
+    profile = random_profile(np.random.default_rng(7), "Child")
+    write_wav(root / "p1_AV.wav", Audio(HeartSoundGenerator(profile, "AV", 4000, 7).read(40000), 4000))
+    (root / "p1_MV.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    out = tmp_path / "results.csv"
+    assert main(["triage", str(root), "--out", str(out), "--quiet"]) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["patient_id"] == "p1" and row["decision"] in ("REFER", "NO_REFER")
+    assert 0 <= float(row["outcome_probability"]) <= 1
