@@ -102,10 +102,14 @@ def _metric_blocks(metrics: dict):
 def model_limits(manifest: ModelManifest, demographics: Demographics | None, sites: list[str]) -> list[str]:
     """Sentences for the operator: what was recorded that this model cannot use."""
     notes = []
-    known = demographics is not None and any(v is not None for v in asdict(demographics).values())
     if not manifest.uses_metadata:
         notes.append("the model was trained without demographics: age group, sex, height, weight and pregnancy "
-                     "do not change its result" + (" (they are stored with the patient)" if known else ""))
+                     "do not change its result")
+    elif demographics is not None:
+        unknown = [name.replace("_cm", "").replace("_kg", "").replace("_", " ")
+                   for name, value in asdict(demographics).items() if value is None and name != "pregnant"]
+        if unknown:
+            notes.append(f"not given: {', '.join(unknown)}; the model used its encoding for a missing value instead")
     untrained = [s for s in sites if s not in manifest.sites_trained]
     if untrained:
         if set(manifest.sites_trained) == {UNKNOWN_SITE}:

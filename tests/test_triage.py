@@ -1,0 +1,80 @@
+"""runtime.triage: decisions at the manifest's operating points, RETAKE that keeps the probability,
+what the model could not use, and per-site scoring with the bundled model."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from firmware_bridge.heart import HeartSoundGenerator, random_profile
+from runtime.dsp import compute_features
+from runtime.inference import Model
+from runtime.metadata import METADATA_FEATURES
+from runtime.quality import assess
+from runtime.records import Audio, Demographics
+from runtime.triage import Score, decide, model_limits, score_patient, score_site
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Model.load()
+
+
+@pytest.fixture(scope="module")
+def patient(model):
+    profile = random_profile(np.random.default_rng(11), "Child")
+    audio = {site: Audio(HeartSoundGenerator(profile, site, 4000, 11).read(40000), 4000) for site in ("AV", "PV", "MV")}
+    features = {site: compute_features(a, model.frontend) for site, a in audio.items()}
+    quality = {site: assess(a, site, model.frontend, features=features[site]) for site, a in audio.items()}
+    return features, quality
+
+
+def score(p: float) -> Score:
+    return Score(p, math.log(p / (1 - p)), {"AV": p}, "site_probability")
+
+
+def test_decision_follows_the_named_operating_point_at_its_threshold(model, patient):
+    _, quality = patient
+    manifest = model.manifest
+    name = manifest.default_operating_point
+    threshold = manifest.operating_points[name].threshold
+    at = decide(score(threshold), quality, manifest, missing_sites=())
+    below = decide(score(threshold * 0.99), quality, manifest, missing_sites=())
+    assert (at.decision, below.decision) == ("REFER", "NO_REFER")
+    assert at.operating_point == name and at.threshold == threshold and "refer to a specialist" in at.reason
+    with pytest.raises(ValueError, match="not in the model's manifest"):
+        decide(score(0.5), quality, manifest, "no_such_point")
+
+
+def test_retake_names_the_sites_and_still_carries_the_probability(model, patient):
+    _, quality = patient
+    bad = dataclasses.replace(quality["PV"], ok=False, reasons=("clipping",), messages=("signal clipped 4.0% of the time",))
+    result = decide(score(0.9), {**quality, "PV": bad}, model.manifest, missing_sites=("TV",))
+    assert result.decision == "RETAKE" and result.probability == 0.9
+    assert "retake PV: signal clipped" in result.reason and "TV was not recorded" in result.reason
+    assert result.quality["PV"]["reasons"] == ["clipping"]
+    no_model = decide(None, quality, None)
+    assert no_model.decision is None and no_model.probability is None and "no model" in no_model.reason
+
+
+def test_what_the_model_could_not_use_is_said(model):
+    assert any("without demographics" in n for n in model_limits(model.manifest, Demographics(), ["AV"]))
+    with_metadata = dataclasses.replace(model.manifest, metadata_features=METADATA_FEATURES)
+    notes = model_limits(with_metadata, Demographics(age_group="Child", weight_kg=20.0), ["AV", "Phc"])
+    assert any(n.startswith("not given: sex, height;") for n in notes)
+    assert any("unknown chest location only: AV were" in n for n in notes)  # Phc is what it was trained on
+
+
+def test_sites_scored_while_recording_give_the_same_patient_score(model, patient):
+    features, _ = patient
+    demo = Demographics(age_group="Child")
+    whole = score_patient(model, features, demo, model.frontend)
+    early = {site: score_site(model, f, demo, model.frontend) for site, f in list(features.items())[:2]}
+    pipelined = score_patient(model, features, demo, model.frontend, scored=early)
+    assert pipelined.probability == pytest.approx(whole.probability, abs=1e-6)
+    assert whole.contribution_kind == "site_probability" and set(whole.site_contributions) == set(features)
+    logits = [math.log(p / (1 - p)) for p in whole.site_contributions.values()]
+    assert whole.logit == pytest.approx(float(np.mean(logits)), abs=1e-5)  # the mean of the sites' logits
