@@ -1,0 +1,82 @@
+"""The runtime with a model of the other kind than the bundled one: a murmur head on the hypernetwork
+path, trained by pcg-train on a CirCor-layout folder with all four sites and demographics (seconds),
+exported by pcg-export, then used by `pcg-runtime triage` (murmur columns, scored by pcg-eval) and by
+a live screening through the virtual stethoscope (sites fused by the model, demographics used)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[train,export]'); training needs it")
+pytest.importorskip("onnx", reason="onnx is not installed (pip install -e '.[export]')")
+
+from export.cli import main as pcg_export  # noqa: E402
+from firmware_bridge.emulator import Emulator  # noqa: E402
+from runtime.cli import main as pcg_runtime  # noqa: E402
+from runtime.inference import Model  # noqa: E402
+from runtime.records import Demographics  # noqa: E402
+from runtime.screening import ScreeningBox  # noqa: E402
+from runtime.sites import GUIDED_SITES  # noqa: E402
+from runtime.store import Store  # noqa: E402
+from tests.trainer_fixtures import write_circor_folder  # noqa: E402
+from trainer.crossval import main as pcg_train  # noqa: E402
+from trainer.evaluate import main as pcg_eval  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def circor_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("circor-model")
+    data = write_circor_folder(root / "circor", n_patients=16, seed=3, sites=GUIDED_SITES)
+    assert pcg_train(["--data", str(data), "--task", "murmur", "--model", "hyper", "--folds", "2", "--epochs", "1",
+                      "--eval-crops", "2", "--cache", str(root / "cache"), "--out", str(root / "run"), "--quiet"]) == 0
+    out = root / "model" / "murmur-hyper.onnx"
+    assert pcg_export([str(root / "run"), "--out", str(out), "--cache", str(root / "cache")]) == 0
+    return data, out
+
+
+def test_triage_of_a_circor_folder_writes_the_murmur_columns_that_pcg_eval_scores(circor_model, tmp_path):
+    data, model_path = circor_model
+    out = tmp_path / "results.csv"
+    assert pcg_runtime(["triage", str(data), "--model", str(model_path), "--out", str(out), "--quiet"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 16
+    assert list(rows[0]) == ["patient_id", "outcome_probability", "decision", "reason",
+                             "murmur_present", "murmur_unknown", "murmur_absent"]
+    for row in rows:
+        murmur = [float(row[k]) for k in ("murmur_present", "murmur_unknown", "murmur_absent")]
+        assert sum(murmur) == pytest.approx(1.0, abs=1e-4)
+        # the referral probability of a murmur model is P(Present) + P(Unknown), calibrated
+        assert 0.0 <= float(row["outcome_probability"]) <= 1.0
+    assert pcg_eval([str(out), str(data), "--json", str(tmp_path / "scores.json")]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["outcome"]["n"] == 16 and "murmur" in scores
+
+
+def test_live_screening_fuses_the_sites_and_uses_the_demographics(circor_model, tmp_path):
+    _, model_path = circor_model
+    model = Model.load(model_path)
+    assert model.uses_metadata and set(GUIDED_SITES) <= set(model.sites_trained)
+    with Emulator(link=tmp_path / "steth", seed=4, speed=20) as emulator, Store.open(tmp_path / "db") as store:
+        with ScreeningBox(emulator.path, store=store, model=model, seconds_per_site=6.0) as box:
+            box.connect()
+            visit = box.begin_patient(Demographics(age_group="Child", sex="Female"), consent=True)
+            for site in GUIDED_SITES:
+                recording = box.record_site(visit, site)
+                assert recording.prediction is None  # a fusing model scores the patient as a whole
+            result = box.finish(visit)
+    assert result.contribution_kind == "fusion_weight"
+    assert sum(result.site_contributions.values()) == pytest.approx(1.0, abs=1e-4)
+    assert set(result.murmur) == {"Present", "Unknown", "Absent"}
+    assert any(note.startswith("not given: height, weight") for note in result.unused)
+    assert not any("without demographics" in note for note in result.unused)
+    # the demographics reach the model: an infant and an adolescent with the same audio score differently
+    from runtime.triage import score_patient
+
+    features = {site: r.features for site, r in visit.sites.items()}
+    infant = score_patient(model, features, Demographics(age_group="Infant", height_cm=60.0), model.frontend)
+    adolescent = score_patient(model, features, Demographics(age_group="Adolescent", height_cm=165.0), model.frontend)
+    assert not np.isclose(infant.logit, adolescent.logit, atol=1e-7)
