@@ -317,7 +317,8 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def live_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pcg-runtime", description=__doc__.split("\n\n")[0], epilog=DISCLAIMER)
+    p = argparse.ArgumentParser(prog="pcg-runtime", description="\n\n".join(__doc__.split("\n\n")[:2]), epilog=DISCLAIMER,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="sim", help="serial port, pyserial URL, or 'sim' for the virtual stethoscope (default)")
     p.add_argument("--baud", type=int, default=921600)
     add_model_flags(p)
