@@ -237,8 +237,24 @@ def run_live(args, model, store, out) -> dict:
         visit = None
         if store is not None and not args.new_patient:
             open_visits = box.resumable()
-            if open_visits:
-                visit = box.resume_visit(open_visits[-1])
+            chosen = open_visits[-1] if open_visits else None
+            if args.resume is not None:
+                from runtime.store import normalize_patient_code
+
+                try:
+                    wanted = normalize_patient_code(args.resume)
+                except ValueError as exc:
+                    raise InputError(f"--resume: {exc}") from None
+                matches = [v for v in open_visits if v.patient.code == wanted]
+                if not matches:
+                    codes = ", ".join(v.patient.code for v in open_visits) or "none"
+                    raise InputError(f"--resume {args.resume}: no open visit of that patient (open visits: {codes})")
+                chosen = matches[-1]
+            others = [v.patient.code for v in open_visits if v is not chosen]
+            if others:
+                say(f"other open visits (resume one with --resume CODE): {', '.join(others)}")
+            if chosen is not None:
+                visit = box.resume_visit(chosen)
                 say(f"resuming the interrupted visit of patient {visit.patient_code}: kept "
                     f"{', '.join(visit.sites) or 'no site'}; to record: {', '.join(box.remaining_sites(visit))}")
         if visit is None:
@@ -326,6 +342,7 @@ def live_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", type=Path, default=None, help=f"store folder (SQLite + WAV; default {default_db()})")
     p.add_argument("--no-store", action="store_true", help="store nothing")
     p.add_argument("--new-patient", action="store_true", help="do not resume an interrupted visit")
+    p.add_argument("--resume", metavar="CODE", help="resume this patient's open visit (default: the newest open visit)")
     p.add_argument("--seconds", type=float, default=10.0, help="audio to record per site (default 10)")
     p.add_argument("--retakes", type=int, default=1, help="retakes allowed per site whose quality fails (default 1)")
     g = p.add_argument_group("patient (each may be left out: unknown)")
@@ -393,7 +410,7 @@ def main_live(argv: list[str]) -> int:
 
                 return serve_from_cli(args, model=model, store=store)
             report = run_live(args, model, store, sys.stdout)
-        except InvalidDemographicsError as exc:
+        except (InvalidDemographicsError, InputError) as exc:
             print(f"pcg-runtime: {exc}", file=sys.stderr)
             return 2
         except (LinkError, StoreError, EOFError) as exc:

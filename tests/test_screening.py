@@ -206,3 +206,25 @@ def test_low_disk_space_refuses_a_new_patient_with_a_clear_message_and_stores_no
         assert store.query("SELECT COUNT(*) FROM patients")[0][0] == 1
         (status,) = store.query("SELECT status FROM recordings")[0]
     assert status == "complete"  # the recording made before is intact
+
+
+def test_the_operator_chooses_which_open_visit_to_resume(tmp_path):
+    root = tmp_path / "db"
+    with Store.open(root) as store:
+        codes = []
+        for _ in range(2):
+            patient = store.new_patient(Demographics(age_group="Child"), consent=True)
+            store.start_session(patient)
+            codes.append(patient.code)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    base = [sys.executable, "-m", "runtime.cli", "--device", "sim", "--seconds", "1", "--speed", "20", "--yes",
+            "--no-model", "--json", "--retakes", "0", "--db", str(root)]
+    refused = subprocess.run(base + ["--resume", "PCG-0000-00"], env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    done = subprocess.run(base + ["--resume", codes[0].lower()], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["patient_code"] == codes[0]
+    assert f"other open visits (resume one with --resume CODE): {codes[1]}" in done.stderr
+    with Store.open(root, read_only=True) as store:
+        statuses = dict(store.query("SELECT p.code, s.status FROM sessions s JOIN patients p ON p.id = s.patient_id"))
+    assert statuses == {codes[0]: "closed", codes[1]: "open"}
