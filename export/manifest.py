@@ -10,6 +10,8 @@ from dataclasses import MISSING, asdict, fields, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from export.source import ExportSource, SourceError
 from runtime.manifest import ModelManifest, OperatingPoint
 from runtime.metadata import METADATA_FEATURES
@@ -24,8 +26,8 @@ _OUTPUT_MEANINGS = {
     "murmur_probabilities": "P(Present), P(Unknown), P(Absent), averaged over crops and folds",
 }
 _POINT_DESCRIPTIONS = {
-    "cost_optimal": "minimises the PhysioNet 2022 challenge cost on each fold's validation part",
-    "high_sensitivity": "lowest threshold keeping sensitivity >= 0.95 on each fold's validation part",
+    "cost_optimal": "minimises the PhysioNet 2022 challenge cost on each fold's validation part (mean over folds in logit space)",
+    "high_sensitivity": "the lowest of the folds' thresholds that keep sensitivity >= 0.95 on their validation parts",
 }
 
 
@@ -188,13 +190,35 @@ def _training_data(source: ExportSource) -> dict:
     }
 
 
+def _out_of_fold(source: ExportSource) -> tuple[np.ndarray, np.ndarray] | None:
+    """The run's pooled out-of-fold (test) probabilities and binary labels, when every fold saved them."""
+    probabilities, labels = [], []
+    for fold in source.fold_dirs:
+        path = fold / "outcome.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as saved:
+            probabilities.append(saved["test_probabilities"])
+            y = saved["test_labels"]
+            labels.append(y if source.task == "outcome" else (y <= 1).astype(np.int64))  # murmur: Present/Unknown refer
+    return np.concatenate(probabilities), np.concatenate(labels)
+
+
 def _operating_points(source: ExportSource) -> dict[str, OperatingPoint]:
+    """Each ensemble threshold with the sensitivity and specificity it gives on the run's pooled
+    out-of-fold predictions (the fold models' test predictions: cross-validated figures)."""
     pooled = (source.run or {}).get("summary", {}).get("pooled", {})
+    oof = _out_of_fold(source)
     points = {}
     for name, threshold in ensemble_thresholds(source.checkpoints).items():
-        figures = pooled.get(name, {})
+        sensitivity, specificity = pooled.get(name, {}).get("sensitivity"), pooled.get(name, {}).get("specificity")
+        if oof is not None:
+            p, y = oof
+            refer = p >= threshold
+            sensitivity = float(refer[y == 1].mean()) if (y == 1).any() else None
+            specificity = float((~refer[y == 0]).mean()) if (y == 0).any() else None
         points[name] = OperatingPoint(threshold=float(threshold), description=_POINT_DESCRIPTIONS.get(name, ""),
-                                      sensitivity=figures.get("sensitivity"), specificity=figures.get("specificity"))
+                                      sensitivity=sensitivity, specificity=specificity)
     return points
 
 

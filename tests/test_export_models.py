@@ -93,8 +93,14 @@ def test_manifest_is_filled_from_the_run(exported, runs):
     assert hyper.class_names == {"outcome": ["Abnormal", "Normal"]}
     assert verify_model_file(exported[("murmur", "hyper")][1]).class_names["murmur"] == ["Present", "Unknown", "Absent"]
     source = load_source(made[("outcome", "hyper")])
+    oof = [np.load(d / "outcome.npz") for d in source.fold_dirs]
+    p, y = np.concatenate([o["test_probabilities"] for o in oof]), np.concatenate([o["test_labels"] for o in oof])
     for name, threshold in ensemble_thresholds(source.checkpoints).items():
-        assert hyper.operating_points[name].threshold == pytest.approx(threshold)
+        point = hyper.operating_points[name]
+        assert point.threshold == pytest.approx(threshold)
+        # the figures are the ensemble threshold's on the pooled out-of-fold predictions
+        assert point.sensitivity == pytest.approx(float((p[y == 1] >= threshold).mean()))
+        assert point.specificity == pytest.approx(float((p[y == 0] < threshold).mean()))
     assert hyper.inference["n_crops"] == 2 and hyper.inference["ensemble"]["folds"] == ["fold1", "fold2"]
     assert len(hyper.inference["calibration"]["a_b"]) == 2
     assert hyper.metrics["measured_as"].startswith("out-of-fold (2-fold")

@@ -69,3 +69,5 @@ def test_the_fold_ensemble_exports_to_onnx_and_matches_torch(trained_run):
     for name, value in thresholds.items():
         folds = [c["thresholds"][name] for c in checkpoints]
         assert min(folds) - 1e-9 <= value <= max(folds) + 1e-9
+    # a sensitivity floor takes the lowest fold threshold: no fold model loses its validation sensitivity
+    assert thresholds["high_sensitivity"] == pytest.approx(min(c["thresholds"]["high_sensitivity"] for c in checkpoints))

@@ -10,8 +10,9 @@
     outputs  outcome_logit = mean_i c_i, outcome_probability = sigmoid(outcome_logit),
              site_weights = mean over folds and crops, murmur_probabilities = mean over folds and crops
 
-Ensemble operating points: each fold's threshold mapped to logit space and averaged
-(`ensemble_thresholds`); each was chosen on its own fold's validation data only.
+Ensemble operating points: each fold's threshold mapped to logit space and averaged, or for the
+high-sensitivity point the lowest fold threshold taken (`ensemble_thresholds`); each fold's was
+chosen on its own fold's validation data only.
 """
 
 from __future__ import annotations
@@ -123,14 +124,24 @@ def load_ensemble(run_dir: Path) -> tuple[EnsembleGraph, list[dict]]:
     return ensemble_from(loaded), [c for _, c in loaded]
 
 
+#: Operating points whose promise is a floor (sensitivity >= 0.95) take the lowest fold threshold, so
+#: every fold model keeps its validation sensitivity at the ensemble's threshold; the others average.
+LOWEST_THRESHOLD_POINTS = ("high_sensitivity",)
+
+
 def ensemble_thresholds(checkpoints: list[dict]) -> dict[str, float]:
-    """Each named operating point: the folds' thresholds averaged in logit space."""
+    """Each named operating point in the ensemble: the folds' thresholds averaged in logit space, or,
+    for a sensitivity floor (LOWEST_THRESHOLD_POINTS), the lowest of them."""
     def logit(p: float) -> float:
         p = min(max(p, 1e-6), 1 - 1e-6)
         return math.log(p / (1 - p))
 
-    names = checkpoints[0]["thresholds"]
-    return {n: 1.0 / (1.0 + math.exp(-sum(logit(c["thresholds"][n]) for c in checkpoints) / len(checkpoints))) for n in names}
+    out = {}
+    for name in checkpoints[0]["thresholds"]:
+        logits = [logit(c["thresholds"][name]) for c in checkpoints]
+        z = min(logits) if name in LOWEST_THRESHOLD_POINTS else sum(logits) / len(logits)
+        out[name] = 1.0 / (1.0 + math.exp(-z))
+    return out
 
 
 def export_onnx(graph: EnsembleGraph, example_inputs: tuple[torch.Tensor, ...]) -> bytes:
