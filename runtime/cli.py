@@ -27,6 +27,7 @@ from firmware_bridge.host import LinkError
 from runtime.manifest import DISCLAIMER
 from runtime.metadata import PREGNANCY_AGE_GROUPS
 from runtime.records import AGE_GROUPS, SEXES, Demographics
+from runtime.screening import ScreeningBox, ScreeningError
 from runtime.sites import GUIDED_SITES
 from runtime.store.errors import InvalidDemographicsError, StoreError
 
@@ -222,9 +223,7 @@ def describe_quality(recording) -> str:
     return f"{head} - good" if q.ok else f"{head} - RETAKE: {'; '.join(q.messages)}"
 
 
-def run_live(args, model, store, out) -> dict:
-    from runtime.screening import ScreeningBox
-
+def run_live(args, model, store) -> dict:
     interactive = sys.stdin.isatty() and not args.json and not args.yes
     view = TerminalView(live=sys.stdout.isatty() and not args.json)
     demographics, consent = dict(args.fields), args.consent_value
@@ -317,7 +316,7 @@ def print_result(report: dict) -> None:
 
 def load_model(args):
     """The --model file, else $PCG_SCREEN_MODEL, else the bundled default; None with --no-model.
-    ModelError propagates."""
+    ModelError propagates (main() reports it, exit 3)."""
     if getattr(args, "no_model", False):
         return None
     from runtime.inference import Model
@@ -384,13 +383,7 @@ def main_live(argv: list[str]) -> int:
         parser.error(str(exc))
     args.fields = fields
     args.consent_value = args.consent_flag if args.consent_flag is not None else consent
-    from runtime.inference import ModelError
-
-    try:
-        model = load_model(args)
-    except ModelError as exc:
-        print(f"pcg-runtime: model refused: {exc}", file=sys.stderr)
-        return 3
+    model = load_model(args)
     with ExitStack() as stack:
         try:
             store = None
@@ -409,20 +402,10 @@ def main_live(argv: list[str]) -> int:
                 from runtime.kiosk import serve_from_cli
 
                 return serve_from_cli(args, model=model, store=store)
-            report = run_live(args, model, store, sys.stdout)
-        except (InvalidDemographicsError, InputError) as exc:
+            report = run_live(args, model, store)
+        except (InvalidDemographicsError, InputError, LinkError, StoreError, ScreeningError, EOFError) as exc:
             print(f"pcg-runtime: {exc}", file=sys.stderr)
             return 2
-        except (LinkError, StoreError, EOFError) as exc:
-            print(f"pcg-runtime: {exc}", file=sys.stderr)
-            return 2
-        except Exception as exc:
-            from runtime.screening import ScreeningError
-
-            if isinstance(exc, ScreeningError):
-                print(f"pcg-runtime: {exc}", file=sys.stderr)
-                return 2
-            raise
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -442,13 +425,7 @@ def main_triage(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from runtime.batch import triage_folder
     from runtime.formats import FormatError
-    from runtime.inference import ModelError
-
-    try:
-        model = load_model(args)
-    except ModelError as exc:
-        print(f"pcg-runtime triage: model refused: {exc}", file=sys.stderr)
-        return 3
+    model = load_model(args)
 
     def progress(done: int, total: int) -> None:
         if not args.quiet and (done % 50 == 0 or done == total):
@@ -512,14 +489,9 @@ def main_model(argv: list[str]) -> int:
     add_model_flags(p)
     p.add_argument("--json", action="store_true", help="the whole manifest as JSON")
     args = p.parse_args(argv)
-    from runtime.inference import ModelError
     from runtime.triage import model_limits, model_summary
 
-    try:
-        model = load_model(args)
-    except ModelError as exc:
-        print(f"pcg-runtime model: refused: {exc}", file=sys.stderr)
-        return 3
+    model = load_model(args)
     if args.json:
         print(model.manifest.to_json())
         return 0
@@ -539,10 +511,15 @@ COMMANDS = {"triage": main_triage, "export": main_export, "model": main_model}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from runtime.inference import ModelError
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in COMMANDS:
-        return COMMANDS[argv[0]](argv[1:])
-    return main_live(argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    try:
+        return COMMANDS[command](argv[1:]) if command else main_live(argv)
+    except ModelError as exc:  # every command loads the model the same way (load_model)
+        print(f"pcg-runtime{' ' + command if command else ''}: model refused: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

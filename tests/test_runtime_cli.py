@@ -121,6 +121,10 @@ def test_a_tampered_model_is_refused_with_the_reason(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 3 and "model refused" in done.stderr
     assert "hash" in done.stderr or "manifest" in done.stderr or "load" in done.stderr
+    # every command refuses it the same way, before touching any data
+    assert main(["triage", str(tmp_path / "no-such-folder"), "--model", str(tampered), "--out", str(tmp_path / "r.csv")]) == 3
+    assert main(["model", "--model", str(tampered)]) == 3
+    assert not (tmp_path / "r.csv").exists()
 
 
 def _write_wav_folder(root: Path) -> dict[str, int]:
