@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference_ids:
         ids = [i.strip() for i in args.reference_ids.split(",") if i.strip()]
         try:
-            reference = reference_outputs(source, ids, args.calibration, args.cache, graph_sha256(float_bytes))
+            reference = reference_outputs(source, ids, data.run, graph_sha256(float_bytes))
         except ValueError as err:
             print(f"pcg-export: {err}", file=sys.stderr)
             return 2

@@ -33,12 +33,35 @@ class PatientInputs:
 
 
 @dataclass
+class RunData:
+    """The run's labelled patients, read once per export (parity, calibration, reference outputs)."""
+
+    folder: Path
+    format: str
+    by_id: dict  # patient id -> trainer Example
+
+
+@dataclass
 class RealData:
     evaluation: PatientInputs
     calibration: PatientInputs
     evaluation_fold: str
     dataset: str
     note: str
+    run: RunData
+
+
+def run_data(source: ExportSource, data_dir: Path | None, cache_dir: Path | None) -> RunData:
+    """The run's data folder as it recorded it (or `data_dir`, the same patients elsewhere), loaded as
+    the trainer loads it (features through its cache)."""
+    from trainer.crossval import load_labelled
+
+    settings = (source.run or {}).get("settings", {})
+    data = Path(data_dir) if data_dir is not None else Path(settings["data"]) if "data" in settings else None
+    if data is None:
+        raise ValueError(f"{source.path}: the run records no data folder; pass --calibration DATA_DIR")
+    examples, _, data_format = load_labelled(data, source.task, cache_dir, source.frontend)
+    return RunData(data, data_format, {e.patient_id: e for e in examples})
 
 
 def _inputs(source: ExportSource, examples: list) -> PatientInputs:
@@ -55,14 +78,8 @@ def load_real_data(source: ExportSource, data_dir: Path | None, cache_dir: Path 
                    max_evaluation: int | None = None, seed: int = 0,
                    min_calibration: int = MIN_CALIBRATION_PATIENTS) -> RealData:
     """Evaluation and calibration inputs from the run's data (or `data_dir`, the same patients elsewhere)."""
-    from trainer.crossval import load_labelled
-
-    settings = (source.run or {}).get("settings", {})
-    data = Path(data_dir) if data_dir is not None else Path(settings["data"]) if "data" in settings else None
-    if data is None:
-        raise ValueError(f"{source.path}: the run records no data folder; pass --calibration DATA_DIR")
-    examples, _, _ = load_labelled(data, source.task, cache_dir, source.frontend)
-    by_id = {e.patient_id: e for e in examples}
+    run = run_data(source, data_dir, cache_dir)
+    data, by_id = run.folder, run.by_id
     fold_dir = source.fold_dirs[0]
     test_ids = [i for i in FoldOutcome.load(fold_dir).test_ids if i in by_id]
     if not test_ids:
@@ -81,4 +98,4 @@ def load_real_data(source: ExportSource, data_dir: Path | None, cache_dir: Path 
                "the float-vs-int8 differences are the figures of interest" if ensemble else "")
             + f". Calibration: {len(calibration_ids)} patients from {fold_dir.name}'s training data.")
     return RealData(_inputs(source, [by_id[i] for i in test_ids]), _inputs(source, [by_id[i] for i in calibration_ids]),
-                    fold_dir.name, str(data), note)
+                    fold_dir.name, str(data), note, run)

@@ -10,11 +10,11 @@ reproduces what was evaluated, not merely itself.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from export.data import RunData
 from export.source import ExportSource
 from runtime.metadata import encode_batch
 from runtime.records import OUTCOME_CLASSES
@@ -24,21 +24,13 @@ from trainer.model import INPUT_NAMES
 TOLERANCE = 1e-4
 
 
-def reference_outputs(source: ExportSource, patient_ids: list[str], data_dir: Path | None, cache_dir: Path | None,
-                      graph_sha256: str) -> dict:
+def reference_outputs(source: ExportSource, patient_ids: list[str], run: RunData, graph_sha256: str) -> dict:
     """{model hash, data, tolerance, recordings: [{id, group, label, probability, logit}]} for `patient_ids`
-    of the run's data (or `data_dir`); ValueError naming any id that is not there."""
-    from trainer.crossval import load_labelled
-
-    settings = (source.run or {}).get("settings", {})
-    data = Path(data_dir) if data_dir is not None else Path(settings["data"]) if "data" in settings else None
-    if data is None:
-        raise ValueError(f"{source.path}: the run records no data folder; pass --calibration DATA_DIR")
-    examples, _, data_format = load_labelled(data, source.task, cache_dir, source.frontend)
-    by_id = {e.patient_id: e for e in examples}
+    of the run's data (export.data.run_data); ValueError naming any id that is not there."""
+    by_id = run.by_id
     missing = [i for i in patient_ids if i not in by_id]
     if missing:
-        raise ValueError(f"--reference-ids: {', '.join(missing)} not among the usable patients of {data}")
+        raise ValueError(f"--reference-ids: {', '.join(missing)} not among the usable patients of {run.folder}")
     chosen = [by_id[i] for i in patient_ids]
     crops = [evaluation_crops(e.longest(), source.clip_frames, source.n_crops, source.model_config["n_freq"]) for e in chosen]
     inputs = {"x": np.stack([c[0] for c in crops]), "site_mask": np.stack([c[1] for c in crops]),
@@ -48,7 +40,7 @@ def reference_outputs(source: ExportSource, patient_ids: list[str], data_dir: Pa
     return {
         "model_graph_sha256": graph_sha256,
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "data": {"dataset": str(data), "format": data_format,
+        "data": {"dataset": str(run.folder), "format": run.format,
                  "note": "read in place; each id is a patient (PhysioNet 2016: one recording) of this folder"},
         "computed_with": "torch ensemble graph (trainer.inference) on the trainer's features and trainer.crops.evaluation_crops; "
                          "demographics as the dataset gives them",
