@@ -12,19 +12,11 @@ from __future__ import annotations
 
 import os
 
-# One BLAS/OpenMP thread and one core, set before numpy is imported: the figure wanted is what a
-# single core of a field box sustains, and how many streams fit on it.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
-PINNED_CORE = None
-if hasattr(os, "sched_setaffinity"):
-    PINNED_CORE = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {PINNED_CORE})
+from one_core import machine_info  # first: one thread, one core, before numpy
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -196,27 +188,6 @@ def peak_memory(config: FrontEndConfig) -> dict:
         "tracemalloc_peak_stream_push_bytes": stream_peak,
         "tracemalloc_peak_features_20s_4khz_bytes": whole_peak,
         "ru_maxrss_process_bytes": rss,
-    }
-
-
-def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "machine": platform.machine(),
-        "system": platform.platform(),
-        "logical_cpus": os.cpu_count(),
-        "pinned_core": PINNED_CORE,
-        "load_average_1min": os.getloadavg()[0],
-        "python": platform.python_version(),
-        "numpy": np.__version__,
     }
 
 

@@ -13,19 +13,12 @@ from __future__ import annotations
 
 import os
 
-# One BLAS/OpenMP thread and one core, set before numpy is imported (as benchmarks/frontend.py).
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
-PINNED_CORE = None
-if hasattr(os, "sched_setaffinity"):
-    PINNED_CORE = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {PINNED_CORE})
+from one_core import machine_info  # first: one thread, one core, before numpy
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -172,13 +165,7 @@ def main() -> None:
     costs = [gate_cost(config, thresholds, r, args.repeats) for r in (4000, 2000)]
     result = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "pinned_core": PINNED_CORE,
-            "load_average_1min": os.getloadavg()[0],
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-        },
+        "machine": machine_info(),
         "config_hash": config.config_hash(),
         "thresholds": asdict(thresholds),
         "repeats": args.repeats,

@@ -23,17 +23,11 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
-PINNED_CORE = None
-if hasattr(os, "sched_setaffinity"):
-    PINNED_CORE = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {PINNED_CORE})
+from one_core import machine_info  # first: one thread, one core, before numpy
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -205,9 +199,7 @@ def main() -> None:
     result = {
         "benchmark": "runtime",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
-                    "pinned_core": PINNED_CORE, "load_average_1min": os.getloadavg()[0],
-                    "python": platform.python_version()},
+        "machine": machine_info(),
         "targets": {"ready_s": 1.0, "peak_rss_mb": 150, "decision_latency_ms": 100, "realtime_multiple": 500},
         "ready_s": ready,
         "patient": patient,
