@@ -1,6 +1,8 @@
 """Options aimed at stethoscopes the model never heard (leave-one-database-out): a band limit
 inside the graph (--freq-rows), mixup across the batch (--mixup), frequency and time masks
-(--augment masked), and prevalence-free calibration (--calibration balanced)."""
+(--augment masked), prevalence-free calibration (--calibration balanced), early stopping on
+within-database AUROC (--selection group), instance normalisation (--norm instance) and a
+database's share of the draws (--group-weight)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from trainer.augment import MASKED_AUGMENTATION, NO_AUGMENTATION, augment_crop  
 from trainer.crossval import main as pcg_train  # noqa: E402
 from trainer.folds import k_fold  # noqa: E402
 from trainer.model import ModelConfig, ScreeningModel  # noqa: E402
-from trainer.train import fit_fold, mix_batch  # noqa: E402
+from trainer.train import fit_fold, mix_batch, sampling_weights, selection_score  # noqa: E402
 
 
 def band_limited_model() -> ScreeningModel:
@@ -131,3 +133,79 @@ def test_pcg_train_takes_the_domain_options_and_records_them(tmp_path):
     assert train["augment"]["freq_mask_rows"] == 8 and train["augment"]["time_mask_frames"] == 31
     checkpoint = torch.load(out / "training-a" / "model.pt", weights_only=False)
     assert ScreeningModel(ModelConfig(**checkpoint["model_config"])).encoder.n_freq == 32  # rebuilt as trained
+
+
+def test_group_selection_counts_only_pairs_within_one_database():
+    # database A: 80 % abnormal, scores high; database B: 20 % abnormal, scores low; inside each
+    # database the scores are noise. Pooled, telling A from B looks like skill; within, it is 0.5.
+    rng = np.random.default_rng(5)
+    groups = np.array(["A"] * 200 + ["B"] * 200)
+    labels = np.concatenate([(rng.random(200) < 0.8), (rng.random(200) < 0.2)]).astype(np.int64)
+    logits = np.where(groups == "A", 2.0, -2.0) + rng.normal(0.0, 0.5, 400)
+    prediction = {"logits": logits}
+    assert selection_score("outcome", labels, prediction) > 0.75
+    assert selection_score("outcome", labels, prediction, groups) == pytest.approx(0.5, abs=0.08)
+    # inside each database a real signal: the within figure is the pair-weighted mean of the two
+    logits = logits + 3.0 * labels
+    a, b = groups == "A", groups == "B"
+    within = [metrics.auroc(labels[m], logits[m]) for m in (a, b)]
+    pairs = [labels[m].sum() * (1 - labels[m]).sum() for m in (a, b)]
+    assert selection_score("outcome", labels, {"logits": logits}, groups) == pytest.approx(np.average(within, weights=pairs))
+    # a database with one class only is left out rather than making the figure nan
+    one_class = np.where(groups == "B", "C", groups)
+    one_class_labels = np.where(groups == "B", 0, labels)
+    assert selection_score("outcome", one_class_labels, {"logits": logits}, one_class) == pytest.approx(within[0])
+
+
+def test_group_weights_scale_a_databases_share_of_the_draws():
+    labels = np.array([1, 0] * 10 + [1, 0] * 40)
+    groups = np.array(["a"] * 20 + ["e"] * 80)
+    even = sampling_weights(labels, groups, "group_class")
+    assert even[groups == "e"].sum() == pytest.approx(0.5)
+    halved = sampling_weights(labels, groups, "group_class", {"e": 0.5})
+    assert halved[groups == "e"].sum() == pytest.approx(1 / 3)
+    assert halved[(groups == "e") & (labels == 1)].sum() == pytest.approx(1 / 6)  # classes stay balanced inside e
+    assert sampling_weights(labels, groups, "group_class", {"e": 0.0})[groups == "e"].sum() == 0.0
+    with pytest.raises(ValueError, match="nothing to draw"):
+        sampling_weights(labels, groups, "group_class", {"a": 0.0, "e": 0.0})
+
+
+def test_an_instance_normalised_model_ignores_its_batch_and_exports_to_onnx():
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is needed to run the exported graph")
+    torch.manual_seed(1)
+    m = ScreeningModel(ModelConfig(n_frames=64, norm="instance")).eval()
+    assert not any(isinstance(layer, torch.nn.BatchNorm2d) for layer in m.modules())
+    x = torch.randn(3, 5, 48, 64)
+    mask = torch.tensor([[1, 0, 0, 1, 0], [0, 0, 0, 0, 1], [1, 1, 1, 1, 0]], dtype=torch.float32)
+    metadata = torch.zeros(3, 15)
+    with torch.no_grad():
+        expected = m(x, mask, metadata)
+        alone = m(x[1:2], mask[1:2], metadata[1:2])
+    torch.testing.assert_close(alone[1], expected[1][1:2], atol=1e-5, rtol=0)
+    buffer = io.BytesIO()
+    torch.onnx.export(m, (x, mask, metadata), buffer, dynamo=False, opset_version=17, input_names=["x", "site_mask", "metadata"],
+                      output_names=list(m.config.output_names), dynamic_axes={"x": {0: "batch"}, "site_mask": {0: "batch"}, "metadata": {0: "batch"}})
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x.numpy()[:2], "site_mask": mask.numpy()[:2], "metadata": metadata.numpy()[:2]})
+    np.testing.assert_allclose(got[1], expected[1][:2].numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="norm"):
+        ModelConfig(norm="layer")
+
+
+def test_pcg_train_takes_selection_norm_and_group_weights_and_refuses_bad_weights(tmp_path, capsys):
+    data = write_physionet_folder(tmp_path / "pn", {"training-a": 8, "training-b": 8, "training-c": 8})
+    common = ["--data", str(data), "--model", "primary", "--epochs", "1", "--cache", str(tmp_path / "cache"), "--eval-crops", "1", "--quiet"]
+    out = tmp_path / "run"
+    assert pcg_train(common + ["--folds", "lodo", "--out", str(out), "--selection", "group", "--norm", "instance",
+                               "--group-weight", "training-b=0.5"]) == 0
+    settings = json.loads((out / "metrics.json").read_text())["settings"]
+    assert settings["train"]["selection"] == "group" and settings["train"]["group_weights"] == {"training-b": 0.5}
+    assert settings["model"]["norm"] == "instance"
+    checkpoint = torch.load(out / "training-a" / "model.pt", weights_only=False)
+    rebuilt = ScreeningModel(ModelConfig(**checkpoint["model_config"]))
+    rebuilt.load_state_dict(checkpoint["model"])  # rebuilt as trained: instance norm layers, no running statistics
+    for bad, message in (("training-b", "DATABASE=WEIGHT"), ("training-b=-1", "DATABASE=WEIGHT"), ("=2", "DATABASE=WEIGHT"),
+                         ("training-x=0.5", "names no database")):
+        assert pcg_train(common + ["--folds", "lodo", "--out", str(tmp_path / "bad"), "--group-weight", bad]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "metrics.json").exists()

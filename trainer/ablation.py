@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     frontend = FrontEndConfig()
     started = time.perf_counter()
     try:
+        configs_from_args(args, frontend)  # refuses malformed options before any data is read
         examples, data_report, data_format, folds = load_and_fold(args, frontend)
     except DataError as err:
         print(f"pcg-ablation: {err}", file=sys.stderr)

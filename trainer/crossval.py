@@ -20,6 +20,7 @@ import numpy as np
 from runtime.dsp.config import FrontEndConfig
 from runtime.metadata import METADATA_DIM, METADATA_FEATURES
 from trainer.augment import AUGMENTATIONS
+from trainer.encoder import NORMS
 from trainer.examples import DataError, DataReport, Example, FeatureCache, load_examples
 from trainer.folds import Fold, k_fold, leave_one_group_out
 from trainer.report import write_report
@@ -145,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Platt scaling on the validation part: prevalence (its class mix enters the probability) or balanced "
                         "(classes weighed equally: the score is a likelihood ratio that does not carry the training databases' prevalence)")
     p.add_argument("--balance", choices=("group_class", "class", "none"), default="group_class")
+    p.add_argument("--group-weight", action="append", default=[], metavar="DB=W",
+                   help="multiply a database's share of the training draws by W (repeatable; e.g. e=0.5)")
+    p.add_argument("--selection", choices=("pooled", "group"), default="pooled",
+                   help="best epoch by the validation part's pooled AUROC, or by AUROC within each database only "
+                        "(pairs from one database; telling databases apart earns nothing)")
+    p.add_argument("--norm", choices=NORMS, default="batch",
+                   help="the CNN's normalisation: batch, or instance (each crop's own statistics, for unfamiliar stethoscopes)")
     p.add_argument("--augment", choices=tuple(AUGMENTATIONS), default="default",
                    help="training augmentation preset (strong: more band-limiting and noise, for unseen stethoscopes; masked: default plus a frequency and a time mask)")
     p.add_argument("--seed", type=int, default=0)
@@ -154,6 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def parse_group_weights(items: list[str]) -> dict[str, float]:
+    """["e=0.5", ...] -> {"e": 0.5}; raises DataError on a malformed or negative weight."""
+    weights = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not sep or not name or not weight >= 0:
+            raise DataError(f"--group-weight {item!r}: expected DATABASE=WEIGHT with a weight >= 0")
+        weights[name] = weight
+    return weights
 
 
 def configs_from_args(args: argparse.Namespace, frontend: FrontEndConfig):
@@ -167,12 +190,13 @@ def configs_from_args(args: argparse.Namespace, frontend: FrontEndConfig):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model_config = ModelConfig(task=args.task, metadata_path=args.model, n_freq=frontend.n_freq,
                                n_frames=frontend.clip_frames, metadata_dim=METADATA_DIM, dropout=args.dropout,
-                               freq_rows=args.freq_rows)
+                               freq_rows=args.freq_rows, norm=args.norm)
     train_config = TrainConfig(
         task=args.task, epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, mixup=args.mixup, calibration=args.calibration, lr_step=args.lr_step, clip_frames=frontend.clip_frames, eval_crops=args.eval_crops, balance=args.balance,
         seed=args.seed, deterministic=args.deterministic, device=device, threads=min(args.threads, 2),
         augment=AUGMENTATIONS[args.augment], progress=not args.quiet,
+        selection=args.selection, group_weights=parse_group_weights(args.group_weight),
     )
     return model_config, train_config
 
@@ -182,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     frontend = FrontEndConfig()
     started = time.perf_counter()
     try:
+        model_config, train_config = configs_from_args(args, frontend)
         examples, data_report, data_format, folds = load_and_fold(args, frontend)
+        unknown = sorted(set(train_config.group_weights) - {e.group for e in examples})
+        if unknown:
+            raise DataError(f"--group-weight names no database of these data: {', '.join(unknown)}")
     except DataError as err:
         print(f"pcg-train: {err}", file=sys.stderr)
         return 2
@@ -190,7 +218,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pcg-train: warning: {warning}", file=sys.stderr)
     print(f"pcg-train: {len(examples)} patients ({data_format}), {len(folds)} folds, "
           f"{len(data_report.problems)} input problem(s) reported", file=sys.stderr)
-    model_config, train_config = configs_from_args(args, frontend)
     summary = train_and_report(examples, folds, model_config, train_config, args.out, args.resume, data_report,
                                {"data": str(args.data), "format": data_format, "folds": args.folds, "frontend": frontend.to_dict()},
                                f"pcg-train {args.task} / {args.model} / folds {args.folds} on {args.data.name}", started)

@@ -26,11 +26,26 @@ def normalize_per_frequency(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return centred / spread
 
 
+NORMS = ("batch", "instance")
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """batch: statistics of the training batches, frozen at inference. instance: each crop's own
+    statistics per channel (with a learned scale and shift), so a feature map's level and spread
+    carry no trace of the recording's device at inference either (IBN-Net's argument for style
+    invariance)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    raise ValueError(f"unknown norm {kind!r}; expected one of {', '.join(NORMS)}")
+
+
 class ConvBlock(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int, pool: tuple[int, int]):
+    def __init__(self, in_channels: int, out_channels: int, pool: tuple[int, int], norm: str = "batch"):
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
+            norm_layer(norm, out_channels),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(pool),
         )
@@ -66,14 +81,14 @@ class SiteEncoder(nn.Module):
     the lowest n_freq rows are used (a band limit inside the graph, so the input contract keeps
     the front-end's rows)."""
 
-    def __init__(self, n_freq: int, channels: tuple[int, int, int], d_model: int, dropout: float):
+    def __init__(self, n_freq: int, channels: tuple[int, int, int], d_model: int, dropout: float, norm: str = "batch"):
         super().__init__()
         self.n_freq = n_freq
         c1, c2, c3 = channels
         self.cnn = nn.Sequential(
-            ConvBlock(1, c1, (2, 2)),
-            ConvBlock(c1, c2, (2, 2)),
-            ConvBlock(c2, c3, (2, 1)),
+            ConvBlock(1, c1, (2, 2), norm),
+            ConvBlock(c1, c2, (2, 2), norm),
+            ConvBlock(c2, c3, (2, 1), norm),
         )
         self.spatial_attention = SpatialAttention()
         reduced_freq = n_freq // 8

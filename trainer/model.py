@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from trainer.encoder import SiteEncoder
+from trainer.encoder import NORMS, SiteEncoder
 from trainer.hypernet import DynamicLinear
 from trainer.murmur_head import MurmurHead, masked_attention_pool
 
@@ -44,6 +44,7 @@ class ModelConfig:
     n_sites: int = 5
     n_freq: int = 48
     freq_rows: int | None = None  # lowest rows the encoder uses (None: all n_freq); the input keeps n_freq rows
+    norm: str = "batch"  # the CNN's normalisation: "batch" | "instance" (trainer.encoder.norm_layer)
     n_frames: int = 250  # crop length the model is trained on (front-end config.clip_frames)
     metadata_dim: int = 15
     channels: tuple[int, int, int] = field(default=(8, 16, 32))
@@ -63,6 +64,8 @@ class ModelConfig:
             raise ValueError(f"n_freq must be a multiple of 8 (three 2x poolings), got {self.n_freq}")
         if self.freq_rows is not None and not (8 <= self.freq_rows <= self.n_freq and self.freq_rows % 8 == 0):
             raise ValueError(f"freq_rows must be a multiple of 8 between 8 and n_freq={self.n_freq}, got {self.freq_rows}")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; expected one of {', '.join(NORMS)}")
         self.channels = tuple(self.channels)
 
     @property
@@ -81,7 +84,7 @@ class ScreeningModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = c = config
-        self.encoder = SiteEncoder(c.n_freq if c.freq_rows is None else c.freq_rows, c.channels, c.d_model, c.dropout)
+        self.encoder = SiteEncoder(c.n_freq if c.freq_rows is None else c.freq_rows, c.channels, c.d_model, c.dropout, c.norm)
         self.site_embedding = nn.Parameter(torch.randn(c.n_sites, c.d_model) * 0.02)
         if c.metadata_path == "hyperfusion":
             self.site_projection = DynamicLinear(c.d_model, c.d_model, c.metadata_dim, c.metadata_hidden, c.dropout)

@@ -56,6 +56,8 @@ class TrainConfig:
     pos_weight: float | None = None  # None: n_negative / n_positive under the chosen sampling
     calibration: str = "prevalence"  # "prevalence": Platt on the validation part as drawn; "balanced": classes weighed equally
     mixup: float = 0.0  # Beta(mixup, mixup) mixing of each batch with a shuffled copy (0: off)
+    selection: str = "pooled"  # best epoch by the validation part's "pooled" AUROC, or "group": the mean of its per-database AUROCs
+    group_weights: dict = field(default_factory=dict)  # database -> multiplier of its share of the draws (absent: 1)
     seed: int = 0
     deterministic: bool = False
     device: str = "cpu"
@@ -76,8 +78,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def sampling_weights(labels: np.ndarray, groups: np.ndarray, balance: str) -> np.ndarray:
-    """Probability of drawing each training example."""
+def sampling_weights(labels: np.ndarray, groups: np.ndarray, balance: str, group_weights: dict | None = None) -> np.ndarray:
+    """Probability of drawing each training example. group_weights multiplies a database's share
+    of the draws (e.g. {"e": 0.5} draws database e half as often as the balance alone would)."""
     if balance == "none":
         w = np.ones(len(labels))
     else:
@@ -89,6 +92,10 @@ def sampling_weights(labels: np.ndarray, groups: np.ndarray, balance: str) -> np
         if balance == "group_class":  # a database missing a class does not lose weight
             per_group = {g: sum(1 for k in counts if k[0] == g) for g in set(groups.tolist())}
             w = w / np.array([per_group[g] for g in groups.tolist()])
+    if group_weights:
+        w = w * np.array([float(group_weights.get(g, 1.0)) for g in groups.tolist()])
+        if not w.sum() > 0:
+            raise ValueError("group weights leave nothing to draw")
     return w / w.sum()
 
 
@@ -151,10 +158,31 @@ def predict(model: ScreeningModel, examples: list[Example], metadata: np.ndarray
     return result
 
 
-def selection_score(task: str, labels: np.ndarray, prediction: dict[str, np.ndarray]) -> float:
-    if task == "outcome":
-        return metrics.auroc(labels, prediction["logits"])
-    return metrics.macro_ovr(metrics.auroc, labels, prediction["murmur"])
+def selection_score(task: str, labels: np.ndarray, prediction: dict[str, np.ndarray], groups: np.ndarray | None = None) -> float:
+    """The validation figure early stopping follows: AUROC (outcome) or macro one-vs-rest AUROC
+    (murmur). With groups, only pairs within one database count: the within-database AUROCs
+    weighted by their numbers of (positive, negative) pairs, so a small database's handful of
+    validation recordings does not swing it. Pooled over databases of different prevalence,
+    telling the databases apart would also score, and that is exactly what must not carry over to
+    an unfamiliar stethoscope."""
+    def score(rows: np.ndarray) -> float:
+        if task == "outcome":
+            return metrics.auroc(labels[rows], prediction["logits"][rows])
+        return metrics.macro_ovr(metrics.auroc, labels[rows], prediction["murmur"][rows])
+
+    if groups is None:
+        return score(np.arange(len(labels)))
+    values, weights = [], []
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        value = score(rows)
+        if np.isfinite(value):
+            n_pos = int((labels[rows] == 1).sum()) if task == "outcome" else len(rows)
+            values.append(value)
+            weights.append(n_pos * (len(rows) - n_pos) if task == "outcome" else len(rows))
+    if not values:
+        return score(np.arange(len(labels)))
+    return float(np.average(values, weights=weights))
 
 
 def _loss_function(task: str, pos_weight: float, device: torch.device):
@@ -179,7 +207,8 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
     model = ScreeningModel(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
-    draw = sampling_weights(labels[fold.train], groups[fold.train], config.balance)
+    draw = sampling_weights(labels[fold.train], groups[fold.train], config.balance, config.group_weights)
+    selection_groups = groups[fold.validation] if config.selection == "group" else None
     if config.pos_weight is not None:
         pos_weight = config.pos_weight
     else:
@@ -229,7 +258,7 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
             batches.set_postfix(loss=f"{np.mean(losses):.4f}")
         scheduler.step()
         validation = predict(model, validation_examples, metadata[fold.validation], config, device)
-        score = selection_score(task, labels[fold.validation], validation)
+        score = selection_score(task, labels[fold.validation], validation, selection_groups)
         epoch_seconds.append(time.perf_counter() - epoch_started)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "validation_score": score, "seconds": epoch_seconds[-1]})
         if score > best["score"]:
