@@ -209,3 +209,72 @@ def test_pcg_train_takes_selection_norm_and_group_weights_and_refuses_bad_weight
         assert pcg_train(common + ["--folds", "lodo", "--out", str(tmp_path / "bad"), "--group-weight", bad]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_batchnorm_adaptation_takes_the_new_recordings_statistics_and_leaves_the_model_alone():
+    from trainer.adapt import AdaptationError, adapt_batchnorm
+
+    torch.manual_seed(2)
+    model = ScreeningModel(ModelConfig(n_frames=64)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(6)
+    recordings = [rng.normal(size=(48, int(rng.integers(40, 200)))).astype(np.float32) * 3.0 + 1.0 for _ in range(10)]
+    adapted = adapt_batchnorm(model, recordings, clip_frames=64, n_crops=3, batch=1000)  # one batch: exact statistics
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])  # the original keeps its training statistics
+    # the first batch-norm layer's statistics are those of the first convolution over every crop
+    from trainer.crops import crop, window_starts
+    crops = np.stack([crop(f, int(s), 64) for f in recordings for s in window_starts(f.shape[1], 64, 3)])
+    from trainer.encoder import normalize_per_frequency
+    with torch.no_grad():
+        conv = model.encoder.cnn[0][0](normalize_per_frequency(torch.from_numpy(crops)).unsqueeze(1))
+    bn = adapted.encoder.cnn[0][1]
+    torch.testing.assert_close(bn.running_mean, conv.mean(dim=(0, 2, 3)), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(bn.running_var, conv.var(dim=(0, 2, 3), unbiased=True), atol=1e-4, rtol=1e-3)
+    assert not adapted.training and not torch.equal(bn.running_mean, model.encoder.cnn[0][1].running_mean)
+    # everything but the statistics is the model's own
+    learned = {k for k in before if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert all(torch.equal(adapted.state_dict()[k], before[k]) for k in learned)
+    with pytest.raises(AdaptationError, match="at least 8"):
+        adapt_batchnorm(model, recordings[:7], clip_frames=64, n_crops=3)
+    with pytest.raises(AdaptationError, match="no batch normalisation"):
+        adapt_batchnorm(ScreeningModel(ModelConfig(n_frames=64, norm="instance")), recordings, clip_frames=64, n_crops=3)
+
+
+def test_adapted_predictions_score_each_half_with_the_other_halfs_statistics(tiny_examples):
+    from trainer.adapt import adapt_batchnorm
+    from trainer.train import adapted_predictions, predict
+
+    torch.manual_seed(3)
+    model = ScreeningModel(tiny_model_config()).eval()
+    config = fast_train_config(seed=4)
+    metadata = np.zeros((len(tiny_examples), 15), dtype=np.float32)
+    got = adapted_predictions(model, tiny_examples, metadata, config, torch.device("cpu"))
+    order = np.random.default_rng(4).permutation(len(tiny_examples))
+    first, second = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])
+    for scored, other in ((first, second), (second, first)):
+        adapted = adapt_batchnorm(model, [f for i in other for f in tiny_examples[i].longest() if f is not None], config.clip_frames, config.eval_crops)
+        expected = predict(adapted, [tiny_examples[i] for i in scored], metadata[scored], config, torch.device("cpu"))
+        np.testing.assert_allclose(got["logits"][scored], expected["logits"], rtol=1e-5, atol=1e-6)
+    plain = predict(model, tiny_examples, metadata, config, torch.device("cpu"))
+    assert not np.allclose(got["logits"], plain["logits"])
+
+
+def test_pcg_train_adapt_bn_reports_adapted_and_unadapted_figures_and_refuses_what_it_cannot_adapt(tmp_path, capsys):
+    data = write_physionet_folder(tmp_path / "pn", {"training-a": 16, "training-b": 16})
+    common = ["--data", str(data), "--model", "primary", "--epochs", "1", "--cache", str(tmp_path / "cache"), "--eval-crops", "1", "--quiet"]
+    out = tmp_path / "run"
+    assert pcg_train(common + ["--folds", "lodo", "--out", str(out), "--adapt-bn"]) == 0
+    assert "unadapted" in capsys.readouterr().out
+    summary = json.loads((out / "metrics.json").read_text())["summary"]
+    assert 0.0 <= summary["unadapted"]["auroc"] <= 1.0 and set(summary["unadapted"]["by_group"]) == {"training-a", "training-b"}
+    assert "## Device adaptation (--adapt-bn)" in (out / "report.md").read_text()
+    saved = np.load(out / "training-a" / "outcome.npz")
+    assert saved["test_logits_unadapted"].shape == saved["test_logits"].shape
+    assert not np.allclose(saved["test_logits_unadapted"], saved["test_logits"])
+    small = write_physionet_folder(tmp_path / "small", {"training-a": 16, "training-b": 10})
+    for argv, message in ((common + ["--folds", "3"], "needs --folds lodo"),
+                          (common + ["--folds", "lodo", "--norm", "instance"], "needs --norm batch"),
+                          (["--data", str(small)] + common[2:] + ["--folds", "lodo"], "too few in training-b")):
+        assert pcg_train(argv + ["--out", str(tmp_path / "bad"), "--adapt-bn"]) == 2
+        assert message in capsys.readouterr().err

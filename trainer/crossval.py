@@ -19,6 +19,7 @@ import numpy as np
 
 from runtime.dsp.config import FrontEndConfig
 from runtime.metadata import METADATA_DIM, METADATA_FEATURES
+from trainer.adapt import MIN_RECORDINGS
 from trainer.augment import AUGMENTATIONS
 from trainer.encoder import NORMS
 from trainer.examples import DataError, DataReport, Example, FeatureCache, load_examples
@@ -151,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selection", choices=("pooled", "group"), default="pooled",
                    help="best epoch by the validation part's pooled AUROC, or by AUROC within each database only "
                         "(pairs from one database; telling databases apart earns nothing)")
+    p.add_argument("--adapt-bn", action="store_true",
+                   help="with --folds lodo: score each held-out database after re-estimating the batch-norm statistics on its unlabelled "
+                        "recordings (AdaBN, cross-fitted halves: no recording is scored by statistics it took part in); the report gives "
+                        "the same models' unadapted figures beside them")
     p.add_argument("--norm", choices=NORMS, default="batch",
                    help="the CNN's normalisation: batch, or instance (each crop's own statistics, for unfamiliar stethoscopes)")
     p.add_argument("--augment", choices=tuple(AUGMENTATIONS), default="default",
@@ -196,8 +201,12 @@ def configs_from_args(args: argparse.Namespace, frontend: FrontEndConfig):
         weight_decay=args.weight_decay, mixup=args.mixup, calibration=args.calibration, lr_step=args.lr_step, clip_frames=frontend.clip_frames, eval_crops=args.eval_crops, balance=args.balance,
         seed=args.seed, deterministic=args.deterministic, device=device, threads=min(args.threads, 2),
         augment=AUGMENTATIONS[args.augment], progress=not args.quiet,
-        selection=args.selection, group_weights=parse_group_weights(args.group_weight),
+        selection=args.selection, group_weights=parse_group_weights(args.group_weight), adapt_bn=args.adapt_bn,
     )
+    if args.adapt_bn and args.folds != "lodo":
+        raise DataError("--adapt-bn adapts to a held-out database: it needs --folds lodo")
+    if args.adapt_bn and args.norm != "batch":
+        raise DataError("--adapt-bn re-estimates batch-norm statistics: it needs --norm batch")
     return model_config, train_config
 
 
@@ -211,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(train_config.group_weights) - {e.group for e in examples})
         if unknown:
             raise DataError(f"--group-weight names no database of these data: {', '.join(unknown)}")
+        too_small = [f.name for f in folds if len(f.test) < 2 * MIN_RECORDINGS]
+        if train_config.adapt_bn and too_small:
+            raise DataError(f"--adapt-bn needs at least {2 * MIN_RECORDINGS} patients in every held-out database "
+                            f"(two halves of {MIN_RECORDINGS}); too few in {', '.join(too_small)}")
     except DataError as err:
         print(f"pcg-train: {err}", file=sys.stderr)
         return 2
@@ -223,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
                                f"pcg-train {args.task} / {args.model} / folds {args.folds} on {args.data.name}", started)
     pooled = summary["pooled"]
     print(f"pcg-train: pooled AUROC {pooled['auroc']:.3f} {tuple(round(v, 3) for v in pooled['auroc_ci'])}, "
-          f"cost {pooled['cost_optimal']['cost']:.1f}, MAcc {pooled['cost_optimal']['macc']:.3f}; report in {args.out / 'report.md'}")
+          f"cost {pooled['cost_optimal']['cost']:.1f}, MAcc {pooled['cost_optimal']['macc']:.3f}"
+          + (f" (adapted; unadapted {summary['unadapted']['auroc']:.3f})" if "unadapted" in summary else "")
+          + f"; report in {args.out / 'report.md'}")
     return 0
 
 

@@ -138,6 +138,16 @@ def markdown(title: str, summary: dict, settings: dict, data_report: dict) -> st
         lines += ["", "## Per database / campaign (pooled test predictions)", "", "| group | n | abnormal | AUROC (95% CI) | MAcc (95% CI) |", "|---|---|---|---|---|"]
         for g, r in summary["by_group"].items():
             lines.append(f"| {g} | {r['n']} | {r['n_abnormal']} | {_fmt(r['auroc'])} {_ci(r['auroc_ci'])} | {_fmt(r['macc'])} {_ci(r['macc_ci'])} |")
+    if "unadapted" in summary:
+        u = summary["unadapted"]
+        lines += ["", "## Device adaptation (--adapt-bn)", "",
+                  "Each held-out database was scored after re-estimating the batch-norm statistics on its own unlabelled "
+                  "recordings (AdaBN, cross-fitted halves). The figures above are adapted; the same models without it:", "",
+                  "| | pooled AUROC (95% CI) | " + " | ".join(u.get("by_group", {})) + " |",
+                  "|---|---|" + "---|" * len(u.get("by_group", {}))]
+        adapted_groups = [_fmt(summary["by_group"][g]["auroc"]) for g in u.get("by_group", {})] if "by_group" in summary else []
+        lines.append(f"| adapted | {_fmt(pooled['auroc'])} {_ci(pooled['auroc_ci'])} | " + " | ".join(adapted_groups) + " |")
+        lines.append(f"| unadapted | {_fmt(u['auroc'])} {_ci(u['auroc_ci'])} | " + " | ".join(_fmt(v) for v in u.get("by_group", {}).values()) + " |")
     lines += ["", "## Plots", "", "![ROC](roc.png) ![cost](cost.png) ![calibration](calibration.png) ![confusion](confusion.png)", ""]
     lines += ["## Data", "", "```", json.dumps({k: v for k, v in data_report.items() if k != "problems"}, indent=1), "```"]
     if data_report.get("problems"):

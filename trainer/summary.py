@@ -37,6 +37,7 @@ class FoldOutcome:
     best_epoch: int
     seconds: float
     seconds_per_epoch: float
+    test_logits_unadapted: np.ndarray | None = None  # with --adapt-bn: the same models' test logits before adaptation
 
     @property
     def test_scores(self) -> np.ndarray:
@@ -45,7 +46,7 @@ class FoldOutcome:
         return self.platt[0] * self.test_logits + self.platt[1]
 
     _ARRAYS = ("test_labels", "test_logits", "test_probabilities", "test_murmur", "test_murmur_labels",
-               "test_site_weights", "validation_labels", "validation_probabilities")
+               "test_site_weights", "validation_labels", "validation_probabilities", "test_logits_unadapted")
 
     def save(self, folder: Path) -> None:
         arrays = {k: getattr(self, k) for k in self._ARRAYS if getattr(self, k) is not None}
@@ -141,4 +142,18 @@ def summarize(outcomes: list[FoldOutcome], group_of: dict[str, str] | None = Non
     summary = {"folds": per_fold, "mean_sd": across, "pooled": pooled_metrics(outcomes, n_boot)}
     if group_of is not None:
         summary["by_group"] = by_group(outcomes, group_of, n_boot)
+    if all(o.test_logits_unadapted is not None for o in outcomes):
+        summary["unadapted"] = unadapted_metrics(outcomes, group_of, n_boot)
     return summary
+
+
+def unadapted_metrics(outcomes: list[FoldOutcome], group_of: dict[str, str] | None, n_boot: int = 1000) -> dict:
+    """The same models' test AUROC before batch-norm adaptation (pcg-train --adapt-bn): pooled, and
+    per database, so adaptation is judged on identical models and patients."""
+    y = np.concatenate([o.test_labels for o in outcomes])
+    p = np.concatenate([o.platt[0] * o.test_logits_unadapted + o.platt[1] for o in outcomes])
+    result = {"auroc": metrics.auroc(y, p), "auroc_ci": metrics.bootstrap_ci(metrics.auroc, y, p, n_boot=n_boot)}
+    if group_of is not None:
+        groups = np.array([group_of[i] for o in outcomes for i in o.test_ids])
+        result["by_group"] = {g: metrics.auroc(y[groups == g], p[groups == g]) for g in sorted(set(groups.tolist()))}
+    return result
