@@ -1,7 +1,7 @@
 """pcg-export: a pcg-train run (or one fold's model.pt) -> ONNX with manifest, INT8 variants, TensorRT engine.
 
     pcg-export RUN_OR_CHECKPOINT --out model.onnx [--int8] [--calibration DATA_DIR] [--tensorrt] [--opset N]
-               [--lodo-run LODO_RUN] [--reference-ids ID,ID,...]
+               [--lodo-run LODO_RUN] [--reference-ids ID,ID,...] [--adapt-bn RECORDINGS_DIR]
 
 Writes, beside --out:
     model.onnx                 float model, manifest embedded; model.parity.json (vs torch, real data)
@@ -13,6 +13,11 @@ Writes, beside --out:
 
 --lodo-run: a pcg-train --folds lodo run with the same settings; its pooled and per-database figures go
 into the manifest's metrics["leave_one_database_out"] and its command into the manifest's commands.
+A LODO run made with --adapt-bn gives the figures that match the exported model: adapted ones for a
+model exported with --adapt-bn, the same models' unadapted ones otherwise (the adapted ones beside).
+
+--adapt-bn DIR: unlabelled recordings of the stethoscope the model is for; the batch-norm statistics
+are re-estimated on them before export (export/adapt.py) and the manifest's inference block says so.
 
 Real data (the run's own data folder, or --calibration DATA_DIR holding the same patients) gives the
 parity figures and the int8 calibration: see export/data.py for which patients serve which purpose.
@@ -29,6 +34,7 @@ from pathlib import Path
 
 import onnx
 
+from export.adapt import adapt_source
 from export.data import MIN_CALIBRATION_PATIENTS, load_real_data
 from export.manifest import build_manifest, lodo_metrics
 from export.onnx_model import DEFAULT_OPSET, export_graph, with_manifest
@@ -55,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pcg-train --folds lodo run of the same settings: its metrics go into the manifest, labelled leave-one-database-out")
     p.add_argument("--lodo-seed-run", type=Path, action="append", default=[],
                    help="with --lodo-run: a LODO run of the same settings but another seed, recorded beside it (repeatable)")
+    p.add_argument("--adapt-bn", type=Path, default=None, metavar="DIR",
+                   help="unlabelled recordings of the stethoscope the model will be used with (CirCor, PhysioNet 2016 or WAV folder): "
+                        "every fold model's batch-norm statistics are re-estimated on them (AdaBN) before export; the manifest records it")
     p.add_argument("--reference-ids", default=None,
                    help="comma-separated patient ids of the run's data: write their probabilities to <out>.reference.json")
     return p
@@ -80,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             return 3
     try:
         source = load_source(args.source)
+        if args.adapt_bn is not None:
+            source.adaptation = adapt_source(source, args.adapt_bn)
+            print(f"pcg-export: batch-norm statistics adapted to {source.adaptation['recordings_used']} recordings of "
+                  f"{source.adaptation['patients']} patients in {args.adapt_bn}", file=sys.stderr)
         float_graph = export_graph(source, args.opset)
         if args.lodo_seed_run and not args.lodo_run:
             raise SourceError("--lodo-seed-run needs --lodo-run (the LODO run of the exported ensemble's own seed)")

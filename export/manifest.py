@@ -74,6 +74,7 @@ def _metrics(source: ExportSource) -> dict:
         "by_group": summary.get("by_group", {}),
         "fold_mean_sd": summary.get("mean_sd", {}),
         "folds": _fold_figures(summary),
+        **({"with_batchnorm_adaptation": summary["with_batchnorm_adaptation"]} if "with_batchnorm_adaptation" in summary else {}),
     }
 
 
@@ -110,11 +111,29 @@ def _read_lodo_run(source: ExportSource, lodo_dir: Path, flag: str, ignore_seed:
     return lodo, ours_unknown, theirs_unknown
 
 
-def _seed_figures(lodo: dict, lodo_dir: Path) -> dict:
-    pooled = lodo["summary"].get("pooled", {})
+def _matching_summary(summary: dict, adapted: bool) -> dict:
+    """A LODO run's summary as it applies to the exported model. A run made with --adapt-bn scored
+    every held-out database after batch-norm adaptation and kept the same models' unadapted AUROCs
+    (summary["unadapted"]): an unadapted export gets those (AUROC only; the run's thresholded figures
+    were measured adapted, so they are left out), with the adapted ones beside them."""
+    if "unadapted" not in summary or adapted:
+        return summary
+    unadapted = summary["unadapted"]
+    return {"pooled": {"auroc": unadapted["auroc"], "auroc_ci": unadapted["auroc_ci"]},
+            "by_group": {g: {"auroc": v} for g, v in unadapted.get("by_group", {}).items()},
+            "with_batchnorm_adaptation": {
+                "pooled": {"auroc": summary["pooled"]["auroc"], "auroc_ci": summary["pooled"]["auroc_ci"]},
+                "by_group": {g: {"auroc": b.get("auroc")} for g, b in summary.get("by_group", {}).items()},
+                "note": "the same fold models after AdaBN to each held-out database's unlabelled recordings (cross-fitted "
+                        "halves): what pcg-export --adapt-bn with recordings of a new stethoscope aims at"}}
+
+
+def _seed_figures(lodo: dict, lodo_dir: Path, adapted: bool) -> dict:
+    summary = _matching_summary(lodo["summary"], adapted)
+    pooled = summary.get("pooled", {})
     return {"run": str(lodo_dir), "seed": lodo.get("settings", {}).get("train", {}).get("seed"),
             "auroc": pooled.get("auroc"), "auroc_ci": pooled.get("auroc_ci"),
-            "by_group_auroc": {g: b.get("auroc") for g, b in lodo["summary"].get("by_group", {}).items()}}
+            "by_group_auroc": {g: b.get("auroc") for g, b in summary.get("by_group", {}).items()}}
 
 
 def lodo_metrics(source: ExportSource, lodo_dir: Path, seed_dirs: tuple[Path, ...] = ()) -> dict:
@@ -123,9 +142,11 @@ def lodo_metrics(source: ExportSource, lodo_dir: Path, seed_dirs: tuple[Path, ..
     `seed_dirs`: further LODO runs of the same settings but other seeds, recorded beside it (a single
     run's pooled LODO figure varies with the seed; the spread is part of the evidence)."""
     lodo, ours_unknown, theirs_unknown = _read_lodo_run(source, lodo_dir, "--lodo-run")
-    summary = lodo["summary"]
-    seeds = [_seed_figures(lodo, lodo_dir)] + [
-        _seed_figures(_read_lodo_run(source, d, "--lodo-seed-run", ignore_seed=True)[0], d) for d in seed_dirs]
+    adapted = source.adaptation is not None
+    run_adapted = "unadapted" in lodo["summary"]
+    summary = _matching_summary(lodo["summary"], adapted)
+    seeds = [_seed_figures(lodo, lodo_dir, adapted)] + [
+        _seed_figures(_read_lodo_run(source, d, "--lodo-seed-run", ignore_seed=True)[0], d, adapted) for d in seed_dirs]
     spread = {}
     if len(seeds) > 1:
         values = [s["auroc"] for s in seeds if isinstance(s["auroc"], (int, float))]
@@ -137,6 +158,11 @@ def lodo_metrics(source: ExportSource, lodo_dir: Path, seed_dirs: tuple[Path, ..
         "measured_as": _validation_scheme("lodo"),
         "scope": "a separate pcg-train run with the exported model's settings, one fold model per held-out database; "
                  "the figure for databases and stethoscopes the model has never heard. The exported ensemble is not these models",
+        "batchnorm_adaptation": ("each held-out database scored after AdaBN to its own unlabelled recordings, as this model was adapted "
+                                 "to its stethoscope" if adapted and run_adapted else
+                                 "measured without adaptation; this model was adapted to its stethoscope (pcg-export --adapt-bn)" if adapted else
+                                 "none: the figures are the unadapted models', as this model is" + (
+                                     " (the run's adapted figures are under with_batchnorm_adaptation)" if run_adapted else "")),
         "run": str(lodo_dir), "command": lodo.get("settings", {}).get("command"),
         "settings_not_compared": {"fields the current trainer does not know, recorded by one of the runs": sorted(ours_unknown ^ theirs_unknown),
                                   "recorded by both": sorted(ours_unknown & theirs_unknown)},
@@ -144,6 +170,7 @@ def lodo_metrics(source: ExportSource, lodo_dir: Path, seed_dirs: tuple[Path, ..
         "by_group": summary.get("by_group", {}),
         "fold_mean_sd": summary.get("mean_sd", {}),
         "folds": _fold_figures(summary),
+        **({"with_batchnorm_adaptation": summary["with_batchnorm_adaptation"]} if "with_batchnorm_adaptation" in summary else {}),
         **({"seed_spread": spread} if spread else {}),
     }
 
@@ -173,6 +200,7 @@ def _comparable(settings: dict) -> tuple[dict, set[str]]:
         out["train"] = read(settings["train"], TrainConfig, "train")
         if isinstance(out["train"]["augment"], dict):
             out["train"]["augment"] = read(out["train"]["augment"], AugmentConfig, "train.augment")
+        out["train"].pop("adapt_bn", None)  # how held-out databases were scored, not how the models were trained
     return json.loads(json.dumps(out)), unknown  # tuples and lists alike
 
 
@@ -267,6 +295,8 @@ def build_manifest(source: ExportSource, commands: tuple[str, ...], variant: dic
         class_names["murmur"] = list(MURMUR_CLASSES)
     uses_metadata = source.architecture != "primary"
     inference = _inference(source)
+    if source.adaptation:
+        inference = {**inference, "batchnorm_adaptation": source.adaptation}
     if variant:
         inference = {**inference, "variant": variant}
     name = source.run_dir.name if source.path.is_dir() or source.run_dir is None else f"{source.run_dir.name}/{source.fold_dirs[0].name}"

@@ -32,6 +32,7 @@ class ExportSource:
     fold_dirs: list[Path]
     run_dir: Path | None  # the pcg-train --out folder, when known
     run: dict | None  # its metrics.json (summary, settings, data), when present
+    adaptation: dict | None = None  # set by export.adapt.adapt_source when the graph was adapted to a stethoscope
 
     @property
     def model_config(self) -> dict:

@@ -235,25 +235,47 @@ def test_batchnorm_adaptation_takes_the_new_recordings_statistics_and_leaves_the
     # everything but the statistics is the model's own
     learned = {k for k in before if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
     assert all(torch.equal(adapted.state_dict()[k], before[k]) for k in learned)
-    with pytest.raises(AdaptationError, match="at least 8"):
-        adapt_batchnorm(model, recordings[:7], clip_frames=64, n_crops=3)
+    with pytest.raises(AdaptationError, match="at least 5"):
+        adapt_batchnorm(model, recordings[:4], clip_frames=64, n_crops=3)
     with pytest.raises(AdaptationError, match="no batch normalisation"):
         adapt_batchnorm(ScreeningModel(ModelConfig(n_frames=64, norm="instance")), recordings, clip_frames=64, n_crops=3)
 
 
-def test_adapted_predictions_score_each_half_with_the_other_halfs_statistics(tiny_examples):
-    from trainer.adapt import adapt_batchnorm
+def test_adaptation_parts_never_adapt_on_the_recordings_they_score():
+    from trainer.adapt import ADAPTATION_PARTS, adaptation_parts, adaptation_size
+
+    labels = np.array([0] * 7 + [1] * 24)
+    for mode in ("unlabelled", "healthy"):
+        parts = adaptation_parts(labels, mode, seed=3)
+        assert len(parts) == ADAPTATION_PARTS
+        scored = np.concatenate([s for s, _ in parts])
+        assert sorted(scored.tolist()) == list(range(len(labels)))  # every patient scored once
+        for s, adapting in parts:
+            assert not set(s.tolist()) & set(adapting.tolist())
+            assert len(adapting) >= adaptation_size(labels, mode)
+            if mode == "healthy":
+                assert np.all(labels[adapting] == 0) and len(adapting) == 7 - np.sum(labels[s] == 0)
+            else:
+                assert len(adapting) == len(labels) - len(s)
+    assert adaptation_size(labels, "healthy") == 5 and adaptation_size(labels, "unlabelled") == 24
+
+
+@pytest.mark.parametrize("mode", ["unlabelled", "healthy"])
+def test_adapted_predictions_score_each_part_with_statistics_from_outside_it(tiny_examples, mode):
+    import dataclasses as dc
+
+    from trainer.adapt import adapt_batchnorm, adaptation_parts
     from trainer.train import adapted_predictions, predict
 
     torch.manual_seed(3)
     model = ScreeningModel(tiny_model_config()).eval()
-    config = fast_train_config(seed=4)
+    config = dc.replace(fast_train_config(seed=4), adapt_bn=mode)
     metadata = np.zeros((len(tiny_examples), 15), dtype=np.float32)
     got = adapted_predictions(model, tiny_examples, metadata, config, torch.device("cpu"))
-    order = np.random.default_rng(4).permutation(len(tiny_examples))
-    first, second = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])
-    for scored, other in ((first, second), (second, first)):
-        adapted = adapt_batchnorm(model, [f for i in other for f in tiny_examples[i].longest() if f is not None], config.clip_frames, config.eval_crops)
+    outcome = np.array([e.outcome for e in tiny_examples])
+    for scored, adapting in adaptation_parts(outcome, mode, 4):
+        adapted = adapt_batchnorm(model, [f for i in adapting for f in tiny_examples[i].longest() if f is not None],
+                                  config.clip_frames, config.eval_crops)
         expected = predict(adapted, [tiny_examples[i] for i in scored], metadata[scored], config, torch.device("cpu"))
         np.testing.assert_allclose(got["logits"][scored], expected["logits"], rtol=1e-5, atol=1e-6)
     plain = predict(model, tiny_examples, metadata, config, torch.device("cpu"))
@@ -264,7 +286,7 @@ def test_pcg_train_adapt_bn_reports_adapted_and_unadapted_figures_and_refuses_wh
     data = write_physionet_folder(tmp_path / "pn", {"training-a": 16, "training-b": 16})
     common = ["--data", str(data), "--model", "primary", "--epochs", "1", "--cache", str(tmp_path / "cache"), "--eval-crops", "1", "--quiet"]
     out = tmp_path / "run"
-    assert pcg_train(common + ["--folds", "lodo", "--out", str(out), "--adapt-bn"]) == 0
+    assert pcg_train(common + ["--folds", "lodo", "--out", str(out), "--adapt-bn", "healthy"]) == 0
     assert "unadapted" in capsys.readouterr().out
     summary = json.loads((out / "metrics.json").read_text())["summary"]
     assert 0.0 <= summary["unadapted"]["auroc"] <= 1.0 and set(summary["unadapted"]["by_group"]) == {"training-a", "training-b"}
@@ -272,9 +294,11 @@ def test_pcg_train_adapt_bn_reports_adapted_and_unadapted_figures_and_refuses_wh
     saved = np.load(out / "training-a" / "outcome.npz")
     assert saved["test_logits_unadapted"].shape == saved["test_logits"].shape
     assert not np.allclose(saved["test_logits_unadapted"], saved["test_logits"])
-    small = write_physionet_folder(tmp_path / "small", {"training-a": 16, "training-b": 10})
-    for argv, message in ((common + ["--folds", "3"], "needs --folds lodo"),
-                          (common + ["--folds", "lodo", "--norm", "instance"], "needs --norm batch"),
-                          (["--data", str(small)] + common[2:] + ["--folds", "lodo"], "too few in training-b")):
-        assert pcg_train(argv + ["--out", str(tmp_path / "bad"), "--adapt-bn"]) == 2
+    assert json.loads((out / "metrics.json").read_text())["settings"]["train"]["adapt_bn"] == "healthy"
+    small = write_physionet_folder(tmp_path / "small", {"training-a": 16, "training-b": 12})  # b: 6 normal, as few as 4 outside a part
+    for argv, mode, message in ((common + ["--folds", "3"], "unlabelled", "needs --folds lodo"),
+                                (common + ["--folds", "lodo", "--norm", "instance"], "unlabelled", "needs --norm batch"),
+                                (["--data", str(small)] + common[2:] + ["--folds", "lodo"], "healthy", "too few in training-b")):
+        assert pcg_train(argv + ["--out", str(tmp_path / "bad"), "--adapt-bn", mode]) == 2
         assert message in capsys.readouterr().err
+    assert pcg_train(["--data", str(small)] + common[2:] + ["--folds", "lodo", "--out", str(tmp_path / "ok"), "--adapt-bn", "unlabelled"]) == 0

@@ -14,6 +14,8 @@ of `clip_frames`, short recordings tiled), each crop passes the encoder once, an
 layer takes the plain average over all crops (momentum None). Labels are never read; the class mix
 of the adaptation recordings still enters the statistics, so they should be an ordinary clinic
 population rather than a chosen set of patients (trainer/STATUS.md measures how much it matters).
+
+Torch is imported only to adapt, so pcg-train can check its options without it.
 """
 
 from __future__ import annotations
@@ -22,26 +24,60 @@ import copy
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
 from trainer.crops import crop, window_starts
 
-#: Fewer recordings than this give statistics too noisy to trust.
-MIN_RECORDINGS = 8
+#: Fewer recordings than this give statistics too noisy to trust (a few dozen is better).
+MIN_RECORDINGS = 5
 
 
 class AdaptationError(ValueError):
     """The model or the recordings cannot be adapted; the message says why."""
 
 
-def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+ADAPTATION_PARTS = 5
+
+
+def adaptation_parts(labels: np.ndarray, adaptation: str, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cross-fitting for adapted_predictions: (scored rows, rows whose recordings adapt the model)
+    for each of ADAPTATION_PARTS random parts. unlabelled: the adaptation rows are every example
+    outside the part (labels unread). healthy: only the normal ones outside it (a reference of
+    children without heart disease, as a team commissioning a stethoscope would record); the normal
+    examples are dealt round the parts, so every part leaves the same number of them."""
+    rng = np.random.default_rng(seed)
+    part = np.empty(len(labels), dtype=np.int64)
+    if adaptation == "healthy":
+        for value in (0, 1):
+            rows = rng.permutation(np.flatnonzero(labels == value))
+            part[rows] = np.arange(len(rows)) % ADAPTATION_PARTS
+    else:
+        part[rng.permutation(len(labels))] = np.arange(len(labels)) % ADAPTATION_PARTS
+    parts = []
+    for k in range(ADAPTATION_PARTS):
+        outside = part != k
+        if adaptation == "healthy":
+            outside &= labels == 0
+        parts.append((np.flatnonzero(part == k), np.flatnonzero(outside)))
+    return [(scored, adapting) for scored, adapting in parts if len(scored)]
+
+
+def adaptation_size(labels: np.ndarray, adaptation: str) -> int:
+    """The fewest recordings any part of adaptation_parts adapts on (one per example and site at least)."""
+    n = int((labels == 0).sum()) if adaptation == "healthy" else len(labels)
+    return n - -(-n // ADAPTATION_PARTS)
+
+
+def batchnorm_layers(model) -> list:
+    from torch import nn
+
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def adapt_batchnorm(model: nn.Module, recordings: Sequence[np.ndarray], clip_frames: int, n_crops: int, batch: int = 64) -> nn.Module:
+def adapt_batchnorm(model, recordings: Sequence[np.ndarray], clip_frames: int, n_crops: int, batch: int = 64):
     """A copy of `model` (a ScreeningModel) whose batch-norm statistics are those of `recordings`
     (features [F, T] each, one site recording each); the original is left untouched."""
+    import torch
+
     if not batchnorm_layers(model):
         raise AdaptationError("the model has no batch normalisation to adapt (instance-normalised models adapt to every crop by themselves)")
     if len(recordings) < MIN_RECORDINGS:

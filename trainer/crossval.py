@@ -19,7 +19,7 @@ import numpy as np
 
 from runtime.dsp.config import FrontEndConfig
 from runtime.metadata import METADATA_DIM, METADATA_FEATURES
-from trainer.adapt import MIN_RECORDINGS
+from trainer.adapt import ADAPTATION_PARTS, MIN_RECORDINGS, adaptation_size
 from trainer.augment import AUGMENTATIONS
 from trainer.encoder import NORMS
 from trainer.examples import DataError, DataReport, Example, FeatureCache, load_examples
@@ -152,10 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selection", choices=("pooled", "group"), default="pooled",
                    help="best epoch by the validation part's pooled AUROC, or by AUROC within each database only "
                         "(pairs from one database; telling databases apart earns nothing)")
-    p.add_argument("--adapt-bn", action="store_true",
-                   help="with --folds lodo: score each held-out database after re-estimating the batch-norm statistics on its unlabelled "
-                        "recordings (AdaBN, cross-fitted halves: no recording is scored by statistics it took part in); the report gives "
-                        "the same models' unadapted figures beside them")
+    p.add_argument("--adapt-bn", choices=("unlabelled", "healthy"), default=None,
+                   help="with --folds lodo: score each held-out database after re-estimating the batch-norm statistics on its own "
+                        "recordings (AdaBN), cross-fitted in 5 parts so no recording is scored by statistics it took part in: "
+                        "unlabelled (all of them) or healthy (only its normal ones, a reference of children without heart disease); "
+                        "the report gives the same models' unadapted figures beside them")
     p.add_argument("--norm", choices=NORMS, default="batch",
                    help="the CNN's normalisation: batch, or instance (each crop's own statistics, for unfamiliar stethoscopes)")
     p.add_argument("--augment", choices=tuple(AUGMENTATIONS), default="default",
@@ -201,7 +202,7 @@ def configs_from_args(args: argparse.Namespace, frontend: FrontEndConfig):
         weight_decay=args.weight_decay, mixup=args.mixup, calibration=args.calibration, lr_step=args.lr_step, clip_frames=frontend.clip_frames, eval_crops=args.eval_crops, balance=args.balance,
         seed=args.seed, deterministic=args.deterministic, device=device, threads=min(args.threads, 2),
         augment=AUGMENTATIONS[args.augment], progress=not args.quiet,
-        selection=args.selection, group_weights=parse_group_weights(args.group_weight), adapt_bn=args.adapt_bn,
+        selection=args.selection, group_weights=parse_group_weights(args.group_weight), adapt_bn=args.adapt_bn or "none",
     )
     if args.adapt_bn and args.folds != "lodo":
         raise DataError("--adapt-bn adapts to a held-out database: it needs --folds lodo")
@@ -220,10 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(train_config.group_weights) - {e.group for e in examples})
         if unknown:
             raise DataError(f"--group-weight names no database of these data: {', '.join(unknown)}")
-        too_small = [f.name for f in folds if len(f.test) < 2 * MIN_RECORDINGS]
-        if train_config.adapt_bn and too_small:
-            raise DataError(f"--adapt-bn needs at least {2 * MIN_RECORDINGS} patients in every held-out database "
-                            f"(two halves of {MIN_RECORDINGS}); too few in {', '.join(too_small)}")
+        if train_config.adapt_bn != "none":
+            outcome = np.array([e.outcome for e in examples])
+            too_small = [f.name for f in folds if adaptation_size(outcome[f.test], train_config.adapt_bn) < MIN_RECORDINGS]
+            if too_small:
+                raise DataError(f"--adapt-bn {train_config.adapt_bn} adapts on at least {MIN_RECORDINGS} "
+                                f"{'normal ' if train_config.adapt_bn == 'healthy' else ''}recordings outside each of "
+                                f"{ADAPTATION_PARTS} parts of a held-out database; too few in {', '.join(too_small)}")
     except DataError as err:
         print(f"pcg-train: {err}", file=sys.stderr)
         return 2

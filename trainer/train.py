@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from runtime.metadata import MetadataStats, encode_batch
 from trainer import metrics
-from trainer.adapt import adapt_batchnorm
+from trainer.adapt import adapt_batchnorm, adaptation_parts
 from trainer.augment import AugmentConfig, augment_crop, drop_sites
 from trainer.crops import crop, evaluation_crops
 from trainer.examples import Example
@@ -59,7 +59,7 @@ class TrainConfig:
     mixup: float = 0.0  # Beta(mixup, mixup) mixing of each batch with a shuffled copy (0: off)
     selection: str = "pooled"  # best epoch by the validation part's "pooled" AUROC, or "group": the mean of its per-database AUROCs
     group_weights: dict = field(default_factory=dict)  # database -> multiplier of its share of the draws (absent: 1)
-    adapt_bn: bool = False  # score the test part with batch-norm statistics re-estimated on its unlabelled recordings (cross-fitted halves)
+    adapt_bn: str = "none"  # score the test part after batch-norm adaptation to its own recordings: "unlabelled" | "healthy" (adapted_predictions)
     seed: int = 0
     deterministic: bool = False
     device: str = "cpu"
@@ -162,15 +162,14 @@ def predict(model: ScreeningModel, examples: list[Example], metadata: np.ndarray
 
 def adapted_predictions(model: ScreeningModel, examples: list[Example], metadata: np.ndarray, config: TrainConfig,
                         device: torch.device) -> dict[str, np.ndarray]:
-    """predict() after batch-norm adaptation to the recordings of `examples` (a held-out database),
-    cross-fitted: the examples are split in two random halves (labels never read), and each half is
-    scored by the model adapted on the other half's recordings, so no recording takes part in the
-    statistics that score it."""
-    order = np.random.default_rng(config.seed).permutation(len(examples))
-    halves = (np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :]))
+    """predict() after batch-norm adaptation to a held-out database's own recordings (config.adapt_bn:
+    "unlabelled" or "healthy"), cross-fitted: the examples fall in ADAPTATION_PARTS random parts and
+    each part is scored by the model adapted on recordings outside it (adaptation_parts), so no
+    recording takes part in the statistics that score it."""
+    outcome = np.array([e.outcome for e in examples])
     result: dict[str, np.ndarray] = {}
-    for scored, adapted_on in (halves, halves[::-1]):
-        recordings = [f for i in adapted_on for f in examples[i].longest() if f is not None]
+    for scored, adapting in adaptation_parts(outcome, config.adapt_bn, config.seed):
+        recordings = [f for i in adapting for f in examples[i].longest() if f is not None]
         adapted = adapt_batchnorm(model, recordings, config.clip_frames, config.eval_crops)
         prediction = predict(adapted, [examples[i] for i in scored], metadata[scored], config, device)
         for key, value in prediction.items():
@@ -304,7 +303,7 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
     test_examples = [examples[i] for i in fold.test]
     test = predict(model, test_examples, metadata[fold.test], config, device)
     unadapted_logits = None
-    if config.adapt_bn:
+    if config.adapt_bn != "none":
         unadapted_logits = test["logits"]
         test = adapted_predictions(model, test_examples, metadata[fold.test], config, device)
     seconds = time.perf_counter() - started
