@@ -499,6 +499,10 @@ def main_model(argv: list[str]) -> int:
     print(f"{model.path}: {summary['name']}, {summary['task']} / {summary['architecture']}, created {summary['created_utc']}")
     print(f"graph sha256 {summary['graph_sha256']} (verified); provider {summary['provider']}")
     print(f"trained on {summary['training_data']}; " + ", ".join(f"{k} AUROC {v}" for k, v in summary["auroc"].items()))
+    if summary["adapted_to"]:
+        adapted = summary["adapted_to"]
+        print(f"adapted to a stethoscope: batch-norm statistics of {adapted['recordings']} recordings of {adapted['patients']} patients "
+              f"({adapted['folder']}, {adapted['adapted_utc']})")
     for name, point in model.manifest.operating_points.items():
         print(f"operating point {name}: threshold {point.threshold:.3f}  {point.description}")
     for note in model_limits(model.manifest, None, list(GUIDED_SITES)):

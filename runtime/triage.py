@@ -76,9 +76,13 @@ def model_summary(manifest: ModelManifest, provider: str | None = None) -> dict:
         pooled["leave-one-database-out over seeds"] = (
             f"{spread['pooled_auroc_min']:.3f}-{spread['pooled_auroc_max']:.3f} (mean {spread['pooled_auroc_mean']:.3f}, "
             f"{len(spread['seeds'])} seeds)")
+    adaptation = manifest.inference.get("batchnorm_adaptation") if isinstance(manifest.inference, dict) else None
     return {
         "name": manifest.model_name,
         "graph_sha256": manifest.graph_sha256,
+        "adapted_to": ({"recordings": adaptation.get("recordings_used"), "patients": adaptation.get("patients"),
+                        "folder": adaptation.get("folder"), "adapted_utc": adaptation.get("adapted_utc")}
+                       if isinstance(adaptation, dict) else None),
         "created_utc": manifest.created_utc,
         "task": manifest.task,
         "architecture": manifest.architecture,

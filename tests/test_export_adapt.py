@@ -8,6 +8,8 @@ adapted to, and its leave-one-database-out figures are the ones that match it.""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -67,6 +69,11 @@ def test_an_adapted_export_records_its_adaptation_and_scores_differently(runs, c
     assert record["recordings_used"] == 12 and record["patients"] == 12 and record["format"] == "wav"
     assert record["unreadable_count"] == 0 and len(record["features_sha256"]) == 64
     assert "batchnorm_adaptation" not in Model.load(plain).manifest.inference
+    # the field program says so wherever it shows the model
+    assert subprocess.run([sys.executable, "-m", "runtime.cli", "model", "--model", str(plain)], capture_output=True, text=True,
+                          check=True).stdout.count("adapted to a stethoscope") == 0
+    shown = subprocess.run([sys.executable, "-m", "runtime.cli", "model", "--model", str(adapted)], capture_output=True, text=True, check=True).stdout
+    assert "adapted to a stethoscope: batch-norm statistics of 12 recordings of 12 patients" in shown
     p_plain, p_adapted = probabilities(plain, new), probabilities(adapted, new)
     assert np.all((p_adapted > 0) & (p_adapted < 1)) and np.max(np.abs(p_adapted - p_plain)) > 1e-3
 
