@@ -72,6 +72,11 @@ def adapt_source(source: ExportSource, folder: Path) -> dict:
         "method": "AdaBN: every fold model's batch-norm statistics re-estimated on unlabelled recordings of the target stethoscope "
                   "(trainer/adapt.py); weights, calibration and operating points unchanged",
         "crops_per_recording": source.n_crops,
+        "calibrated_for": {"healthy": "adaptation to a healthy reference (pcg-train --adapt-bn healthy): adapt on recordings of people "
+                                      "without heart disease",
+                           "unlabelled": "adaptation to an unselected population (pcg-train --adapt-bn unlabelled)"}.get(
+            source.train_config.get("adapt_bn", "none"),
+            "unadapted models: the run's calibration and thresholds were fitted without adaptation, so they may sit off the adapted scores"),
         "adapted_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         **report,
     }

@@ -35,6 +35,7 @@ from pathlib import Path
 import onnx
 
 from export.adapt import adapt_source
+from trainer.adapt import RECOMMENDED_RECORDINGS
 from export.data import MIN_CALIBRATION_PATIENTS, load_real_data
 from export.manifest import build_manifest, lodo_metrics
 from export.onnx_model import DEFAULT_OPSET, export_graph, with_manifest
@@ -89,10 +90,18 @@ def main(argv: list[str] | None = None) -> int:
             return 3
     try:
         source = load_source(args.source)
+        calibrated_for = source.train_config.get("adapt_bn", "none")
+        if calibrated_for != "none" and args.adapt_bn is None:
+            raise SourceError(f"{args.source} was trained with --adapt-bn {calibrated_for}: its calibration and thresholds are for a model "
+                              f"adapted to its stethoscope; pass --adapt-bn DIR with {'healthy ' if calibrated_for == 'healthy' else ''}"
+                              "recordings of the stethoscope it will be used with (docs/adapt-to-a-stethoscope.md)")
         if args.adapt_bn is not None:
             source.adaptation = adapt_source(source, args.adapt_bn)
             print(f"pcg-export: batch-norm statistics adapted to {source.adaptation['recordings_used']} recordings of "
                   f"{source.adaptation['patients']} patients in {args.adapt_bn}", file=sys.stderr)
+            if source.adaptation["recordings_used"] < RECOMMENDED_RECORDINGS:
+                print(f"pcg-export: warning: only {source.adaptation['recordings_used']} recordings; statistics from "
+                      f"{RECOMMENDED_RECORDINGS} or more are steadier", file=sys.stderr)
         float_graph = export_graph(source, args.opset)
         if args.lodo_seed_run and not args.lodo_run:
             raise SourceError("--lodo-seed-run needs --lodo-run (the LODO run of the exported ensemble's own seed)")

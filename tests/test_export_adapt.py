@@ -42,7 +42,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("export-adapt")
     data = write_physionet_folder(root / "pn16", {"training-a": 16, "training-b": 16}, seed=6)
     common = ["--data", str(data), "--model", "primary", "--epochs", "1", "--eval-crops", "2", "--cache", str(root / "cache"), "--quiet"]
-    for name, extra in (("kfold", ["--folds", "2"]), ("lodo-adapted", ["--folds", "lodo", "--adapt-bn", "unlabelled"])):
+    for name, extra in (("kfold", ["--folds", "2"]), ("lodo-adapted", ["--folds", "lodo", "--adapt-bn", "unlabelled"]),
+                        ("kfold-healthy", ["--folds", "2", "--adapt-bn", "healthy"])):
         assert pcg_train([*common, *extra, "--out", str(root / name)]) == 0
     return root, other_stethoscope(root / "new-stethoscope", 12)
 
@@ -62,7 +63,8 @@ def test_an_adapted_export_records_its_adaptation_and_scores_differently(runs, c
     common = ["--cache", str(root / "cache"), "--lodo-run", str(root / "lodo-adapted")]
     assert pcg_export([str(root / "kfold"), "--out", str(plain), *common]) == 0
     assert pcg_export([str(root / "kfold"), "--out", str(adapted), *common, "--adapt-bn", str(new)]) == 0
-    assert "adapted to 12 recordings of 12 patients" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "adapted to 12 recordings of 12 patients" in err and "warning: only 12 recordings" in err
     # torch and ONNX agree for the adapted graph too (parity is measured on the adapted torch graph)
     assert json.loads(adapted.with_name("model.parity.json").read_text())["passed"]
     record = Model.load(adapted).manifest.inference["batchnorm_adaptation"]
@@ -98,11 +100,23 @@ def test_adaptation_refuses_a_folder_it_cannot_use(runs, tmp_path, capsys):
     root, new = runs
     few = tmp_path / "few"
     few.mkdir()
-    for path in sorted(new.glob("*.wav"))[:4]:
+    for path in sorted(new.glob("*.wav"))[:2]:
         (few / path.name).write_bytes(path.read_bytes())
     (few / "broken.wav").write_bytes(b"RIFF not a wav file")
-    for folder, message in ((few, "4 readable recording(s); adaptation needs at least 5"), (tmp_path / "missing", "no such folder")):
+    for folder, message in ((few, "2 readable recording(s); adaptation needs at least 3"), (tmp_path / "missing", "no such folder")):
         assert pcg_export([str(root / "kfold"), "--out", str(tmp_path / "out" / "model.onnx"), "--cache", str(root / "cache"),
                            "--adapt-bn", str(folder)]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out" / "model.onnx").exists()
+
+
+def test_a_run_calibrated_for_adaptation_is_exported_only_adapted(runs, tmp_path, capsys):
+    root, new = runs
+    out = tmp_path / "model.onnx"
+    assert pcg_export([str(root / "kfold-healthy"), "--out", str(out), "--cache", str(root / "cache")]) == 2
+    assert "trained with --adapt-bn healthy" in capsys.readouterr().err and not out.exists()
+    assert pcg_export([str(root / "kfold-healthy"), "--out", str(out), "--cache", str(root / "cache"), "--adapt-bn", str(new)]) == 0
+    record = Model.load(out).manifest.inference["batchnorm_adaptation"]
+    assert record["calibrated_for"].startswith("adaptation to a healthy reference")
+    plain = Model.load(root / "adapted" / "model.onnx").manifest.inference["batchnorm_adaptation"]
+    assert plain["calibrated_for"].startswith("unadapted models")

@@ -235,8 +235,8 @@ def test_batchnorm_adaptation_takes_the_new_recordings_statistics_and_leaves_the
     # everything but the statistics is the model's own
     learned = {k for k in before if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
     assert all(torch.equal(adapted.state_dict()[k], before[k]) for k in learned)
-    with pytest.raises(AdaptationError, match="at least 5"):
-        adapt_batchnorm(model, recordings[:4], clip_frames=64, n_crops=3)
+    with pytest.raises(AdaptationError, match="at least 3"):
+        adapt_batchnorm(model, recordings[:2], clip_frames=64, n_crops=3)
     with pytest.raises(AdaptationError, match="no batch normalisation"):
         adapt_batchnorm(ScreeningModel(ModelConfig(n_frames=64, norm="instance")), recordings, clip_frames=64, n_crops=3)
 
@@ -282,6 +282,45 @@ def test_adapted_predictions_score_each_part_with_statistics_from_outside_it(tin
     assert not np.allclose(got["logits"], plain["logits"])
 
 
+def test_reference_adapted_predictions_adapt_each_database_on_its_own_references(tiny_examples):
+    import dataclasses as dc
+
+    from trainer.adapt import adapt_batchnorm
+    from trainer.train import adapted_predictions, predict, reference_adapted_predictions
+
+    torch.manual_seed(5)
+    model = ScreeningModel(tiny_model_config()).eval()
+    config = dc.replace(fast_train_config(seed=2), adapt_bn="unlabelled")  # (the tiny data's databases are one class each)
+    metadata = np.zeros((len(tiny_examples), 15), dtype=np.float32)
+    groups = np.array([e.group for e in tiny_examples])
+    first, second = sorted(set(groups.tolist()))
+    a_rows, b_rows = np.flatnonzero(groups == first), np.flatnonzero(groups == second)
+    references = a_rows[: len(a_rows) // 2]  # half of database A is "heard in training"; B has no references
+    scored = np.concatenate([a_rows[len(a_rows) // 2 :], b_rows])
+    got = reference_adapted_predictions(model, tiny_examples, metadata, scored, references, config, torch.device("cpu"))
+    adapted = adapt_batchnorm(model, [f for i in references for f in tiny_examples[i].longest() if f is not None], config.clip_frames, config.eval_crops)
+    in_a = scored[groups[scored] == first]
+    expected_a = predict(adapted, [tiny_examples[i] for i in in_a], metadata[in_a], config, torch.device("cpu"))["logits"]
+    np.testing.assert_allclose(got["logits"][: len(in_a)], expected_a, rtol=1e-5, atol=1e-6)
+    expected_b = adapted_predictions(model, [tiny_examples[i] for i in b_rows], metadata[b_rows], config, torch.device("cpu"))["logits"]
+    np.testing.assert_allclose(got["logits"][len(in_a):], expected_b, rtol=1e-5, atol=1e-6)
+
+
+def test_adaptation_shortfalls_name_the_fold_and_database_without_enough_references():
+    from trainer.adapt import adaptation_shortfalls
+    from trainer.folds import Fold
+
+    outcome = np.array([0] * 10 + [1] * 10 + [0] * 2 + [1] * 8)
+    groups = np.array(["a"] * 20 + ["b"] * 10)
+    a, b = np.arange(20), np.arange(20, 30)
+    fold = Fold("held-out-b", train=a[:16], validation=a[16:], test=b)  # b: 2 normals, cross-fitted within itself
+    assert adaptation_shortfalls(outcome, groups, [fold], "unlabelled") == []
+    assert adaptation_shortfalls(outcome, groups, [fold], "healthy") == ["held-out-b test b: 1"]
+    fold = Fold("mixed", train=np.array([0, 1, 10, 11, 20, 21, 22]), validation=np.array([2, 12]), test=np.array([3, 13, 23]))
+    # validation a: normals 0, 1 in training; test a: 0, 1, 2 (validation counts as heard); test b: 20, 21
+    assert adaptation_shortfalls(outcome, groups, [fold], "healthy") == ["mixed validation a: 2", "mixed test b: 2"]
+
+
 def test_pcg_train_adapt_bn_reports_adapted_and_unadapted_figures_and_refuses_what_it_cannot_adapt(tmp_path, capsys):
     data = write_physionet_folder(tmp_path / "pn", {"training-a": 16, "training-b": 16})
     common = ["--data", str(data), "--model", "primary", "--epochs", "1", "--cache", str(tmp_path / "cache"), "--eval-crops", "1", "--quiet"]
@@ -294,11 +333,13 @@ def test_pcg_train_adapt_bn_reports_adapted_and_unadapted_figures_and_refuses_wh
     saved = np.load(out / "training-a" / "outcome.npz")
     assert saved["test_logits_unadapted"].shape == saved["test_logits"].shape
     assert not np.allclose(saved["test_logits_unadapted"], saved["test_logits"])
+    assert len(json.loads((out / "training-a" / "outcome.json").read_text())["platt_unadapted"]) == 2
     assert json.loads((out / "metrics.json").read_text())["settings"]["train"]["adapt_bn"] == "healthy"
-    small = write_physionet_folder(tmp_path / "small", {"training-a": 16, "training-b": 12})  # b: 6 normal, as few as 4 outside a part
-    for argv, mode, message in ((common + ["--folds", "3"], "unlabelled", "needs --folds lodo"),
-                                (common + ["--folds", "lodo", "--norm", "instance"], "unlabelled", "needs --norm batch"),
-                                (["--data", str(small)] + common[2:] + ["--folds", "lodo"], "healthy", "too few in training-b")):
+    # k-fold: each test database adapts on its references in the training part
+    assert pcg_train(common + ["--folds", "2", "--out", str(tmp_path / "kfold"), "--adapt-bn", "unlabelled"]) == 0
+    small = write_physionet_folder(tmp_path / "small", {"training-a": 16, "training-b": 6})  # b: 3 normal, 2 outside a part
+    for argv, mode, message in ((common + ["--folds", "lodo", "--norm", "instance"], "unlabelled", "needs --norm batch"),
+                                (["--data", str(small)] + common[2:] + ["--folds", "lodo"], "healthy", "training-b test training-b: 2")):
         assert pcg_train(argv + ["--out", str(tmp_path / "bad"), "--adapt-bn", mode]) == 2
         assert message in capsys.readouterr().err
-    assert pcg_train(["--data", str(small)] + common[2:] + ["--folds", "lodo", "--out", str(tmp_path / "ok"), "--adapt-bn", "unlabelled"]) == 0
+    assert not (tmp_path / "bad" / "metrics.json").exists()

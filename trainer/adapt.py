@@ -27,8 +27,9 @@ import numpy as np
 
 from trainer.crops import crop, window_starts
 
-#: Fewer recordings than this give statistics too noisy to trust (a few dozen is better).
-MIN_RECORDINGS = 5
+#: Fewer recordings than this are refused; a few dozen give steadier statistics (pcg-export warns below RECOMMENDED_RECORDINGS).
+MIN_RECORDINGS = 3
+RECOMMENDED_RECORDINGS = 20
 
 
 class AdaptationError(ValueError):
@@ -65,6 +66,30 @@ def adaptation_size(labels: np.ndarray, adaptation: str) -> int:
     """The fewest recordings any part of adaptation_parts adapts on (one per example and site at least)."""
     n = int((labels == 0).sum()) if adaptation == "healthy" else len(labels)
     return n - -(-n // ADAPTATION_PARTS)
+
+
+def reference_rows(outcome: np.ndarray, groups: np.ndarray, pool: np.ndarray, group: str, adaptation: str) -> np.ndarray:
+    """The examples of `pool` that serve as `group`'s adaptation references: all of that database's,
+    or only its normal ones for "healthy"."""
+    rows = pool[groups[pool] == group]
+    return rows[outcome[rows] == 0] if adaptation == "healthy" else rows
+
+
+def adaptation_shortfalls(outcome: np.ndarray, groups: np.ndarray, folds, adaptation: str) -> list[str]:
+    """Where pcg-train --adapt-bn would have fewer than MIN_RECORDINGS references: for each fold, a
+    validation or test database adapts on its references in the fold's training part (test: training
+    and validation parts), and a database with none there is cross-fitted within the scored part."""
+    problems = []
+    for fold in folds:
+        known = np.concatenate([fold.train, fold.validation])
+        for what, scored, pool in (("validation", fold.validation, fold.train), ("test", fold.test, known)):
+            for group in np.unique(groups[scored]):
+                refs = reference_rows(outcome, groups, pool, group, adaptation)
+                inside = scored[groups[scored] == group]
+                n = len(refs) if len(refs) else adaptation_size(outcome[inside], adaptation)
+                if n < MIN_RECORDINGS:
+                    problems.append(f"{fold.name} {what} {group}: {n}")
+    return problems
 
 
 def batchnorm_layers(model) -> list:

@@ -19,7 +19,7 @@ import numpy as np
 
 from runtime.dsp.config import FrontEndConfig
 from runtime.metadata import METADATA_DIM, METADATA_FEATURES
-from trainer.adapt import ADAPTATION_PARTS, MIN_RECORDINGS, adaptation_size
+from trainer.adapt import MIN_RECORDINGS, adaptation_shortfalls
 from trainer.augment import AUGMENTATIONS
 from trainer.encoder import NORMS
 from trainer.examples import DataError, DataReport, Example, FeatureCache, load_examples
@@ -153,10 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="best epoch by the validation part's pooled AUROC, or by AUROC within each database only "
                         "(pairs from one database; telling databases apart earns nothing)")
     p.add_argument("--adapt-bn", choices=("unlabelled", "healthy"), default=None,
-                   help="with --folds lodo: score each held-out database after re-estimating the batch-norm statistics on its own "
-                        "recordings (AdaBN), cross-fitted in 5 parts so no recording is scored by statistics it took part in: "
-                        "unlabelled (all of them) or healthy (only its normal ones, a reference of children without heart disease); "
-                        "the report gives the same models' unadapted figures beside them")
+                   help="score every database after re-estimating the batch-norm statistics on reference recordings of its own "
+                        "stethoscope (AdaBN), calibration and thresholds included: unlabelled (all its recordings) or healthy (only its "
+                        "normal ones, a reference of people without heart disease). References come from the training part; a held-out "
+                        "database (--folds lodo) is cross-fitted in 5 parts of itself, so no recording is scored by statistics it took "
+                        "part in. The report gives the same models' unadapted figures beside them; the models are then meant to be "
+                        "exported with pcg-export --adapt-bn")
     p.add_argument("--norm", choices=NORMS, default="batch",
                    help="the CNN's normalisation: batch, or instance (each crop's own statistics, for unfamiliar stethoscopes)")
     p.add_argument("--augment", choices=tuple(AUGMENTATIONS), default="default",
@@ -204,8 +206,6 @@ def configs_from_args(args: argparse.Namespace, frontend: FrontEndConfig):
         augment=AUGMENTATIONS[args.augment], progress=not args.quiet,
         selection=args.selection, group_weights=parse_group_weights(args.group_weight), adapt_bn=args.adapt_bn or "none",
     )
-    if args.adapt_bn and args.folds != "lodo":
-        raise DataError("--adapt-bn adapts to a held-out database: it needs --folds lodo")
     if args.adapt_bn and args.norm != "batch":
         raise DataError("--adapt-bn re-estimates batch-norm statistics: it needs --norm batch")
     return model_config, train_config
@@ -223,11 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"--group-weight names no database of these data: {', '.join(unknown)}")
         if train_config.adapt_bn != "none":
             outcome = np.array([e.outcome for e in examples])
-            too_small = [f.name for f in folds if adaptation_size(outcome[f.test], train_config.adapt_bn) < MIN_RECORDINGS]
-            if too_small:
-                raise DataError(f"--adapt-bn {train_config.adapt_bn} adapts on at least {MIN_RECORDINGS} "
-                                f"{'normal ' if train_config.adapt_bn == 'healthy' else ''}recordings outside each of "
-                                f"{ADAPTATION_PARTS} parts of a held-out database; too few in {', '.join(too_small)}")
+            short = adaptation_shortfalls(outcome, np.array([e.group for e in examples]), folds, train_config.adapt_bn)
+            if short:
+                raise DataError(f"--adapt-bn {train_config.adapt_bn} needs at least {MIN_RECORDINGS} "
+                                f"{'normal ' if train_config.adapt_bn == 'healthy' else ''}reference recordings for every database it "
+                                f"scores; too few for {'; '.join(short[:5])}")
     except DataError as err:
         print(f"pcg-train: {err}", file=sys.stderr)
         return 2

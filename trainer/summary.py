@@ -38,6 +38,7 @@ class FoldOutcome:
     seconds: float
     seconds_per_epoch: float
     test_logits_unadapted: np.ndarray | None = None  # with --adapt-bn: the same models' test logits before adaptation
+    platt_unadapted: tuple[float, float] | None = None  # with --adapt-bn: Platt fitted to the unadapted validation logits
 
     @property
     def test_scores(self) -> np.ndarray:
@@ -151,7 +152,7 @@ def unadapted_metrics(outcomes: list[FoldOutcome], group_of: dict[str, str] | No
     """The same models' test AUROC before batch-norm adaptation (pcg-train --adapt-bn): pooled, and
     per database, so adaptation is judged on identical models and patients."""
     y = np.concatenate([o.test_labels for o in outcomes])
-    p = np.concatenate([o.platt[0] * o.test_logits_unadapted + o.platt[1] for o in outcomes])
+    p = np.concatenate([(o.platt_unadapted or o.platt)[0] * o.test_logits_unadapted + (o.platt_unadapted or o.platt)[1] for o in outcomes])
     result = {"auroc": metrics.auroc(y, p), "auroc_ci": metrics.bootstrap_ci(metrics.auroc, y, p, n_boot=n_boot)}
     if group_of is not None:
         groups = np.array([group_of[i] for o in outcomes for i in o.test_ids])

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from runtime.metadata import MetadataStats, encode_batch
 from trainer import metrics
-from trainer.adapt import adapt_batchnorm, adaptation_parts
+from trainer.adapt import adapt_batchnorm, adaptation_parts, reference_rows
 from trainer.augment import AugmentConfig, augment_crop, drop_sites
 from trainer.crops import crop, evaluation_crops
 from trainer.examples import Example
@@ -59,7 +59,7 @@ class TrainConfig:
     mixup: float = 0.0  # Beta(mixup, mixup) mixing of each batch with a shuffled copy (0: off)
     selection: str = "pooled"  # best epoch by the validation part's "pooled" AUROC, or "group": the mean of its per-database AUROCs
     group_weights: dict = field(default_factory=dict)  # database -> multiplier of its share of the draws (absent: 1)
-    adapt_bn: str = "none"  # score the test part after batch-norm adaptation to its own recordings: "unlabelled" | "healthy" (adapted_predictions)
+    adapt_bn: str = "none"  # "unlabelled" | "healthy": every database scored after batch-norm adaptation to its reference recordings, calibration included (reference_adapted_predictions)
     seed: int = 0
     deterministic: bool = False
     device: str = "cpu"
@@ -169,12 +169,45 @@ def adapted_predictions(model: ScreeningModel, examples: list[Example], metadata
     outcome = np.array([e.outcome for e in examples])
     result: dict[str, np.ndarray] = {}
     for scored, adapting in adaptation_parts(outcome, config.adapt_bn, config.seed):
-        recordings = [f for i in adapting for f in examples[i].longest() if f is not None]
-        adapted = adapt_batchnorm(model, recordings, config.clip_frames, config.eval_crops)
-        prediction = predict(adapted, [examples[i] for i in scored], metadata[scored], config, device)
-        for key, value in prediction.items():
-            result.setdefault(key, np.zeros((len(examples),) + value.shape[1:], dtype=value.dtype))[scored] = value
+        _score_adapted(model, examples, metadata, scored, adapting, config, device, result)
     return result
+
+
+def reference_adapted_predictions(model: ScreeningModel, examples: list[Example], metadata: np.ndarray, scored: np.ndarray,
+                                  references: np.ndarray, config: TrainConfig, device: torch.device) -> dict[str, np.ndarray]:
+    """predict() for examples[scored], each database's patients scored by the model adapted to that
+    database's reference recordings among examples[references] (all of them, or only the normal ones
+    for config.adapt_bn "healthy"): how a stethoscope the model was trained on is scored once adapted.
+    A database without references among them is cross-fitted within `scored` (adapted_predictions).
+    Returned arrays follow the order of `scored`."""
+    groups = np.array([e.group for e in examples])
+    outcome = np.array([e.outcome for e in examples])
+    result: dict[str, np.ndarray] = {}
+    position = {int(i): k for k, i in enumerate(scored)}
+    for group in np.unique(groups[scored]):
+        rows = scored[groups[scored] == group]
+        refs = reference_rows(outcome, groups, references, group, config.adapt_bn)
+        part: dict[str, np.ndarray] = {}
+        if len(refs):
+            _score_adapted(model, examples, metadata, np.arange(len(rows)), refs, config, device, part, rows)
+        else:
+            part = adapted_predictions(model, [examples[i] for i in rows], metadata[rows], config, device)
+        at = np.array([position[int(i)] for i in rows])
+        for key, value in part.items():
+            result.setdefault(key, np.zeros((len(scored),) + value.shape[1:], dtype=value.dtype))[at] = value
+    return result
+
+
+def _score_adapted(model, examples, metadata, scored, adapting, config, device, result, rows=None) -> None:
+    """Adapt on examples[adapting]'s recordings and write the predictions for `scored` into `result`
+    (positions within `rows` when given: scored indexes rows, rows indexes examples)."""
+    targets = scored if rows is None else rows[scored]
+    recordings = [f for i in adapting for f in examples[i].longest() if f is not None]
+    adapted = adapt_batchnorm(model, recordings, config.clip_frames, config.eval_crops)
+    prediction = predict(adapted, [examples[i] for i in targets], metadata[targets], config, device)
+    size = len(examples) if rows is None else len(rows)
+    for key, value in prediction.items():
+        result.setdefault(key, np.zeros((size,) + value.shape[1:], dtype=value.dtype))[scored] = value
 
 
 def selection_score(task: str, labels: np.ndarray, prediction: dict[str, np.ndarray], groups: np.ndarray | None = None) -> float:
@@ -280,7 +313,7 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
         score = selection_score(task, labels[fold.validation], validation, selection_groups)
         epoch_seconds.append(time.perf_counter() - epoch_started)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "validation_score": score, "seconds": epoch_seconds[-1]})
-        if score > best["score"]:
+        if best["state"] is None or (np.isfinite(score) and not score <= best["score"]):  # a nan score (one class) never wins over a real one
             best = {"score": score, "epoch": epoch + 1, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         epochs.set_postfix(loss=f"{np.mean(losses):.4f}", val=f"{score:.3f}", best=f"{best['score']:.3f}@{best['epoch']}")
         torch.save(
@@ -294,7 +327,13 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
     model.load_state_dict(best["state"])
     validation = predict(model, validation_examples, metadata[fold.validation], config, device)
     validation_binary = labels[fold.validation] if task == "outcome" else (labels[fold.validation] <= 1).astype(np.int64)
-    a, b = metrics.fit_platt(validation["logits"], validation_binary, balanced=config.calibration == "balanced")
+    balanced = config.calibration == "balanced"
+    unadapted_platt = None
+    if config.adapt_bn != "none":
+        # calibration and thresholds as the model will be used: adapted to each stethoscope's references
+        unadapted_platt = metrics.fit_platt(validation["logits"], validation_binary, balanced=balanced)
+        validation = reference_adapted_predictions(model, examples, metadata, fold.validation, fold.train, config, device)
+    a, b = metrics.fit_platt(validation["logits"], validation_binary, balanced=balanced)
     validation_probabilities = metrics.apply_platt(validation["logits"], a, b)
     thresholds = {
         "cost_optimal": metrics.cost_optimal_threshold(validation_binary, validation_probabilities),
@@ -305,7 +344,8 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
     unadapted_logits = None
     if config.adapt_bn != "none":
         unadapted_logits = test["logits"]
-        test = adapted_predictions(model, test_examples, metadata[fold.test], config, device)
+        known = np.concatenate([fold.train, fold.validation])  # a test database heard in training adapts on its references there
+        test = reference_adapted_predictions(model, examples, metadata, fold.test, known, config, device)
     seconds = time.perf_counter() - started
     torch.save(
         {
@@ -342,6 +382,7 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
         seconds=seconds,
         seconds_per_epoch=float(np.mean(epoch_seconds)) if epoch_seconds else float("nan"),
         test_logits_unadapted=unadapted_logits,
+        platt_unadapted=unadapted_platt,
     )
     (fold_dir / "fold.json").write_text(json.dumps({"name": fold.name, "best_epoch": best["epoch"], "thresholds": thresholds, "platt": [a, b], "history": history}, indent=1))
     return outcome
