@@ -169,7 +169,7 @@ def adapted_predictions(model: ScreeningModel, examples: list[Example], metadata
     outcome = np.array([e.outcome for e in examples])
     result: dict[str, np.ndarray] = {}
     for scored, adapting in adaptation_parts(outcome, config.adapt_bn, config.seed):
-        _score_adapted(model, examples, metadata, scored, adapting, config, device, result)
+        _place(result, scored, len(examples), _predict_adapted(model, examples, metadata, scored, adapting, config, device))
     return result
 
 
@@ -183,31 +183,29 @@ def reference_adapted_predictions(model: ScreeningModel, examples: list[Example]
     groups = np.array([e.group for e in examples])
     outcome = np.array([e.outcome for e in examples])
     result: dict[str, np.ndarray] = {}
-    position = {int(i): k for k, i in enumerate(scored)}
     for group in np.unique(groups[scored]):
-        rows = scored[groups[scored] == group]
+        at = np.flatnonzero(groups[scored] == group)  # positions in `scored`
+        rows = scored[at]
         refs = reference_rows(outcome, groups, references, group, config.adapt_bn)
-        part: dict[str, np.ndarray] = {}
         if len(refs):
-            _score_adapted(model, examples, metadata, np.arange(len(rows)), refs, config, device, part, rows)
+            part = _predict_adapted(model, examples, metadata, rows, refs, config, device)
         else:
             part = adapted_predictions(model, [examples[i] for i in rows], metadata[rows], config, device)
-        at = np.array([position[int(i)] for i in rows])
-        for key, value in part.items():
-            result.setdefault(key, np.zeros((len(scored),) + value.shape[1:], dtype=value.dtype))[at] = value
+        _place(result, at, len(scored), part)
     return result
 
 
-def _score_adapted(model, examples, metadata, scored, adapting, config, device, result, rows=None) -> None:
-    """Adapt on examples[adapting]'s recordings and write the predictions for `scored` into `result`
-    (positions within `rows` when given: scored indexes rows, rows indexes examples)."""
-    targets = scored if rows is None else rows[scored]
+def _predict_adapted(model, examples, metadata, rows, adapting, config, device) -> dict[str, np.ndarray]:
+    """predict() for examples[rows] by the model adapted on examples[adapting]'s recordings."""
     recordings = [f for i in adapting for f in examples[i].longest() if f is not None]
     adapted = adapt_batchnorm(model, recordings, config.clip_frames, config.eval_crops)
-    prediction = predict(adapted, [examples[i] for i in targets], metadata[targets], config, device)
-    size = len(examples) if rows is None else len(rows)
-    for key, value in prediction.items():
-        result.setdefault(key, np.zeros((size,) + value.shape[1:], dtype=value.dtype))[scored] = value
+    return predict(adapted, [examples[i] for i in rows], metadata[rows], config, device)
+
+
+def _place(result: dict[str, np.ndarray], at: np.ndarray, size: int, part: dict[str, np.ndarray]) -> None:
+    """Write each array of `part` into result's arrays (length `size`) at positions `at`."""
+    for key, value in part.items():
+        result.setdefault(key, np.zeros((size,) + value.shape[1:], dtype=value.dtype))[at] = value
 
 
 def selection_score(task: str, labels: np.ndarray, prediction: dict[str, np.ndarray], groups: np.ndarray | None = None) -> float:
