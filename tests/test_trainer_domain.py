@@ -197,9 +197,10 @@ def test_pcg_train_takes_selection_norm_and_group_weights_and_refuses_bad_weight
     common = ["--data", str(data), "--model", "primary", "--epochs", "1", "--cache", str(tmp_path / "cache"), "--eval-crops", "1", "--quiet"]
     out = tmp_path / "run"
     assert pcg_train(common + ["--folds", "lodo", "--out", str(out), "--selection", "group", "--norm", "instance",
-                               "--group-weight", "training-b=0.5"]) == 0
+                               "--group-weight", "training-b=0.5", "--domain-batches"]) == 0
     settings = json.loads((out / "metrics.json").read_text())["settings"]
     assert settings["train"]["selection"] == "group" and settings["train"]["group_weights"] == {"training-b": 0.5}
+    assert settings["train"]["domain_batches"] is True
     assert settings["model"]["norm"] == "instance"
     checkpoint = torch.load(out / "training-a" / "model.pt", weights_only=False)
     rebuilt = ScreeningModel(ModelConfig(**checkpoint["model_config"]))
@@ -343,3 +344,21 @@ def test_pcg_train_adapt_bn_reports_adapted_and_unadapted_figures_and_refuses_wh
         assert pcg_train(argv + ["--out", str(tmp_path / "bad"), "--adapt-bn", mode]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_domain_batches_come_from_one_database_each_and_keep_the_draw_within_it():
+    from trainer.train import domain_batch_order
+
+    labels = np.array([1, 0] * 10 + [1, 0] * 40 + [1, 0] * 5)
+    groups = np.array(["a"] * 20 + ["e"] * 80 + ["c"] * 10)
+    rows = np.arange(1000, 1110)  # example indices need not start at 0
+    draw = sampling_weights(labels, groups, "group_class")
+    order = domain_batch_order(rows, groups, draw, 8, np.random.default_rng(0))
+    assert len(order) == len(rows) and set(order.tolist()) <= set(rows.tolist())
+    for start in range(0, len(order), 8):
+        assert len(set(groups[order[start : start + 8] - 1000].tolist())) == 1
+    many = np.concatenate([domain_batch_order(rows, groups, draw, 8, np.random.default_rng(k)) for k in range(200)]) - 1000
+    for g in ("a", "e", "c"):  # databases drawn equally often, classes balanced inside each
+        inside = groups[many] == g
+        assert inside.mean() == pytest.approx(1 / 3, abs=0.04)
+        assert labels[many][inside].mean() == pytest.approx(0.5, abs=0.04)

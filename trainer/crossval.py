@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "database (--folds lodo) is cross-fitted in 5 parts of itself, so no recording is scored by statistics it took "
                         "part in. The report gives the same models' unadapted figures beside them; the models are then meant to be "
                         "exported with pcg-export --adapt-bn")
+    p.add_argument("--domain-batches", action="store_true",
+                   help="draw every training batch from one database, so batch normalisation trains on one stethoscope at a time "
+                        "(as it is used after --adapt-bn)")
     p.add_argument("--norm", choices=NORMS, default="batch",
                    help="the CNN's normalisation: batch, or instance (each crop's own statistics, for unfamiliar stethoscopes)")
     p.add_argument("--augment", choices=tuple(AUGMENTATIONS), default="default",
@@ -205,6 +208,7 @@ def configs_from_args(args: argparse.Namespace, frontend: FrontEndConfig):
         seed=args.seed, deterministic=args.deterministic, device=device, threads=min(args.threads, 2),
         augment=AUGMENTATIONS[args.augment], progress=not args.quiet,
         selection=args.selection, group_weights=parse_group_weights(args.group_weight), adapt_bn=args.adapt_bn or "none",
+        domain_batches=args.domain_batches,
     )
     if args.adapt_bn and args.norm != "batch":
         raise DataError("--adapt-bn re-estimates batch-norm statistics: it needs --norm batch")

@@ -59,6 +59,7 @@ class TrainConfig:
     mixup: float = 0.0  # Beta(mixup, mixup) mixing of each batch with a shuffled copy (0: off)
     selection: str = "pooled"  # best epoch by the validation part's "pooled" AUROC, or "group": the mean of its per-database AUROCs
     group_weights: dict = field(default_factory=dict)  # database -> multiplier of its share of the draws (absent: 1)
+    domain_batches: bool = False  # every training batch from one database (its batch-norm statistics those of one stethoscope)
     adapt_bn: str = "none"  # "unlabelled" | "healthy": every database scored after batch-norm adaptation to its reference recordings, calibration included (reference_adapted_predictions)
     seed: int = 0
     deterministic: bool = False
@@ -99,6 +100,22 @@ def sampling_weights(labels: np.ndarray, groups: np.ndarray, balance: str, group
         if not w.sum() > 0:
             raise ValueError("group weights leave nothing to draw")
     return w / w.sum()
+
+
+def domain_batch_order(rows: np.ndarray, groups: np.ndarray, draw: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """An epoch's draw (len(rows) examples, with replacement) arranged so that every batch of
+    batch_size comes from one database: each batch picks its database with that database's share of
+    `draw`, then its examples by `draw` within it. Batch normalisation then trains on one
+    stethoscope's statistics at a time, as it is used after adaptation (trainer/adapt.py)."""
+    names = np.unique(groups)
+    share = np.array([draw[groups == g].sum() for g in names])
+    order = []
+    for start in range(0, len(rows), batch_size):
+        size = min(batch_size, len(rows) - start)
+        g = names[rng.choice(len(names), p=share / share.sum())]
+        inside = np.flatnonzero(groups == g)
+        order.append(rows[rng.choice(inside, size=size, replace=True, p=draw[inside] / draw[inside].sum())])
+    return np.concatenate(order)
 
 
 def training_batch(batch: list[Example], metadata: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -286,7 +303,10 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
     for epoch in epochs:
         epoch_started = time.perf_counter()
         model.train()
-        order = rng.choice(fold.train, size=len(fold.train), replace=True, p=draw)
+        if config.domain_batches:
+            order = domain_batch_order(fold.train, groups[fold.train], draw, config.batch_size, rng)
+        else:
+            order = rng.choice(fold.train, size=len(fold.train), replace=True, p=draw)
         losses = []
         batches = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}", disable=not config.progress, mininterval=2.0, leave=False)
         for b in batches:
