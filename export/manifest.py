@@ -124,8 +124,8 @@ def _matching_summary(summary: dict, adapted: bool) -> dict:
             "with_batchnorm_adaptation": {
                 "pooled": {"auroc": summary["pooled"]["auroc"], "auroc_ci": summary["pooled"]["auroc_ci"]},
                 "by_group": {g: {"auroc": b.get("auroc")} for g, b in summary.get("by_group", {}).items()},
-                "note": "the same fold models after AdaBN to each held-out database's unlabelled recordings (cross-fitted "
-                        "halves): what pcg-export --adapt-bn with recordings of a new stethoscope aims at"}}
+                "note": "the same fold models after AdaBN to reference recordings of each held-out database (pcg-train --adapt-bn, "
+                        "cross-fitted in 5 parts): what pcg-export --adapt-bn with recordings of a new stethoscope aims at"}}
 
 
 def _seed_figures(lodo: dict, lodo_dir: Path, adapted: bool) -> dict:
@@ -158,8 +158,9 @@ def lodo_metrics(source: ExportSource, lodo_dir: Path, seed_dirs: tuple[Path, ..
         "measured_as": _validation_scheme("lodo"),
         "scope": "a separate pcg-train run with the exported model's settings, one fold model per held-out database; "
                  "the figure for databases and stethoscopes the model has never heard. The exported ensemble is not these models",
-        "batchnorm_adaptation": ("each held-out database scored after AdaBN to its own unlabelled recordings, as this model was adapted "
-                                 "to its stethoscope" if adapted and run_adapted else
+        "batchnorm_adaptation": (f"each held-out database scored after AdaBN to its own reference recordings (pcg-train --adapt-bn "
+                                 f"{lodo.get('settings', {}).get('train', {}).get('adapt_bn')}, cross-fitted in 5 parts), as this model "
+                                 "was adapted to its stethoscope" if adapted and run_adapted else
                                  "measured without adaptation; this model was adapted to its stethoscope (pcg-export --adapt-bn)" if adapted else
                                  "none: the figures are the unadapted models', as this model is" + (
                                      " (the run's adapted figures are under with_batchnorm_adaptation)" if run_adapted else "")),

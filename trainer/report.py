@@ -109,6 +109,9 @@ def _ci(pair) -> str:
     return f"[{_fmt(pair[0])}, {_fmt(pair[1])}]"
 
 
+ADAPTATION_REFERENCES = {"healthy": "its normal recordings", "unlabelled": "all its recordings"}
+
+
 def markdown(title: str, summary: dict, settings: dict, data_report: dict) -> str:
     pooled, across = summary["pooled"], summary["mean_sd"]
     lines = [f"# {title}", "", "Cross-validated test-fold results (each patient scored by a model that never saw it; "
@@ -141,8 +144,11 @@ def markdown(title: str, summary: dict, settings: dict, data_report: dict) -> st
     if "unadapted" in summary:
         u = summary["unadapted"]
         lines += ["", "## Device adaptation (--adapt-bn)", "",
-                  "Each held-out database was scored after re-estimating the batch-norm statistics on its own unlabelled "
-                  "recordings (AdaBN, cross-fitted halves). The figures above are adapted; the same models without it:", "",
+                  f"Every database was scored after re-estimating the batch-norm statistics on reference recordings of its own "
+                  f"stethoscope (AdaBN, `--adapt-bn {settings.get('train', {}).get('adapt_bn', '?')}`: "
+                  f"{ADAPTATION_REFERENCES.get(settings.get('train', {}).get('adapt_bn'), '?')}), calibration and thresholds included: "
+                  "references from the training part, and a database held out of training cross-fitted in 5 parts of itself. "
+                  "The figures above are adapted; the same models without it (with their own unadapted calibration):", "",
                   "| | pooled AUROC (95% CI) | " + " | ".join(u.get("by_group", {})) + " |",
                   "|---|---|" + "---|" * len(u.get("by_group", {}))]
         adapted_groups = [_fmt(summary["by_group"][g]["auroc"]) for g in u.get("by_group", {})] if "by_group" in summary else []
