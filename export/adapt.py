@@ -1,13 +1,14 @@
-"""pcg-export --adapt-bn DIR: fit an exported model to one stethoscope from its unlabelled recordings.
+"""pcg-export --adapt-bn DIR: fit an exported model to one stethoscope from a reference group recorded with it.
 
     adapt_source(source, folder) -> the record that goes into the manifest
 
-A team taking the screening to a stethoscope the model never heard records an ordinary clinic
-population with it (no labels: the box's own store, exported with `pcg-runtime export --format
-circor`, will do) and exports the model again with `--adapt-bn` on that folder. Every fold model's
-batch-norm statistics are re-estimated on those recordings (trainer.adapt, AdaBN); no weight
-changes, the calibration and operating points stay the run's. The folder is read with
-runtime.formats (CirCor, PhysioNet 2016 or plain WAV files); per patient and site the longest
+A team taking the screening to a stethoscope the model never heard records a reference group with
+it (people without known heart disease measured best; the box's own store, exported with
+`pcg-runtime export --format circor`, will do) and exports the model again with `--adapt-bn` on
+that folder. Every fold model's batch-norm statistics are re-estimated on those recordings
+(trainer.adapt, AdaBN); no weight changes, the calibration and operating points stay the run's
+(fitted for adapted scores when the run was trained with pcg-train --adapt-bn). The folder is read
+with runtime.formats (CirCor, PhysioNet 2016 or plain WAV files); per patient and site the longest
 readable recording is used, as at inference; labels, if any, are never read.
 
 What it buys is measured by `pcg-train --folds lodo --adapt-bn` (trainer/STATUS.md): on the shared
@@ -69,7 +70,7 @@ def adapt_source(source: ExportSource, folder: Path) -> dict:
     except AdaptationError as err:
         raise SourceError(f"--adapt-bn: {err}") from None
     return {
-        "method": "AdaBN: every fold model's batch-norm statistics re-estimated on unlabelled recordings of the target stethoscope "
+        "method": "AdaBN: every fold model's batch-norm statistics re-estimated on recordings of the target stethoscope "
                   "(trainer/adapt.py); weights, calibration and operating points unchanged",
         "crops_per_recording": source.n_crops,
         "calibrated_for": {"healthy": "adaptation to a healthy reference (pcg-train --adapt-bn healthy): adapt on recordings of people "

@@ -1,4 +1,4 @@
-"""Adapting a trained model to a stethoscope it never heard, without labels (AdaBN).
+"""Adapting a trained model to a stethoscope it never heard, from a few of its recordings (AdaBN).
 
     adapt_batchnorm(model, recordings, clip_frames, n_crops) -> a copy of the model
 
@@ -7,13 +7,15 @@ training stethoscopes. A new stethoscope shifts those statistics (another microp
 and noise floor), so every later layer sees features off the scale it was trained on, and the
 scores drift: their ranking inside the new device mostly survives, their level does not. AdaBN
 (Li et al., "Revisiting batch normalization for practical domain adaptation", 2016) re-estimates
-those statistics on unlabelled recordings from the new device and changes nothing else.
+those statistics on recordings from the new device and changes nothing else.
 
 The recordings are cropped exactly as at inference (trainer.crops: `n_crops` evenly spaced windows
 of `clip_frames`, short recordings tiled), each crop passes the encoder once, and every batch-norm
-layer takes the plain average over all crops (momentum None). Labels are never read; the class mix
-of the adaptation recordings still enters the statistics, so they should be an ordinary clinic
-population rather than a chosen set of patients (trainer/STATUS.md measures how much it matters).
+layer takes the plain average over all crops (momentum None). adapt_batchnorm reads no labels, but
+the class mix of the recordings enters the statistics: a reference of people without heart disease
+("healthy") aligned devices best, an unselected population less, abnormal recordings least
+(trainer/STATUS.md, "Adapting to the stethoscope"). pcg-train --adapt-bn picks the references by
+these rules (reference_rows, adaptation_parts) and checks there are enough (adaptation_shortfalls).
 
 Torch is imported only to adapt, so pcg-train can check its options without it.
 """
@@ -32,11 +34,12 @@ MIN_RECORDINGS = 3
 RECOMMENDED_RECORDINGS = 20
 
 
+#: A database held out of training is cross-fitted in this many parts of itself.
+ADAPTATION_PARTS = 5
+
+
 class AdaptationError(ValueError):
     """The model or the recordings cannot be adapted; the message says why."""
-
-
-ADAPTATION_PARTS = 5
 
 
 def adaptation_parts(labels: np.ndarray, adaptation: str, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
