@@ -16,8 +16,9 @@ into the manifest's metrics["leave_one_database_out"] and its command into the m
 A LODO run made with --adapt-bn gives the figures that match the exported model: adapted ones for a
 model exported with --adapt-bn, the same models' unadapted ones otherwise (the adapted ones beside).
 
---adapt-bn DIR: unlabelled recordings of the stethoscope the model is for; the batch-norm statistics
-are re-estimated on them before export (export/adapt.py) and the manifest's inference block says so.
+--adapt-bn DIR: recordings of the stethoscope the model is for (a reference group of people without
+heart disease measured best; labels are not read); the batch-norm statistics are re-estimated on them
+before export (export/adapt.py) and the manifest's inference block says so.
 
 Real data (the run's own data folder, or --calibration DATA_DIR holding the same patients) gives the
 parity figures and the int8 calibration: see export/data.py for which patients serve which purpose.
@@ -35,7 +36,6 @@ from pathlib import Path
 import onnx
 
 from export.adapt import adapt_source
-from trainer.adapt import RECOMMENDED_RECORDINGS
 from export.data import MIN_CALIBRATION_PATIENTS, load_real_data
 from export.manifest import build_manifest, lodo_metrics
 from export.onnx_model import DEFAULT_OPSET, export_graph, with_manifest
@@ -45,6 +45,7 @@ from export.reference import reference_outputs
 from export.source import SourceError, load_source
 from export.tensorrt import TensorRTUnavailable, build_engine, check_tensorrt_compatible, require_tensorrt
 from runtime.manifest import graph_sha256
+from trainer.adapt import RECOMMENDED_RECORDINGS
 from trainer.inference import ensemble_thresholds
 
 
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lodo-seed-run", type=Path, action="append", default=[],
                    help="with --lodo-run: a LODO run of the same settings but another seed, recorded beside it (repeatable)")
     p.add_argument("--adapt-bn", type=Path, default=None, metavar="DIR",
-                   help="unlabelled recordings of the stethoscope the model will be used with (CirCor, PhysioNet 2016 or WAV folder): "
+                   help="recordings of the stethoscope the model will be used with, ideally of people without heart disease "
+                        "(CirCor, PhysioNet 2016 or WAV folder; labels are not read): "
                         "every fold model's batch-norm statistics are re-estimated on them (AdaBN) before export; the manifest records it")
     p.add_argument("--reference-ids", default=None,
                    help="comma-separated patient ids of the run's data: write their probabilities to <out>.reference.json")
