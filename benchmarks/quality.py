@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from frontend import pcg_like  # noqa: E402  (the same heart-sound stand-in as the front-end benchmark)
 from runtime.dsp import FrontEndConfig, FrontEndStream  # noqa: E402
 from runtime.formats import load_dataset  # noqa: E402
 from runtime.quality import REASONS, QualityMonitor, QualityThresholds, assess  # noqa: E402
@@ -83,18 +84,6 @@ def retake_rates(root: Path, config: FrontEndConfig, thresholds: QualityThreshol
 
 def _rounded(data: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in data.items() if k != "site"}
-
-
-def pcg_like(duration_s: float, rate_hz: int, seed: int = 0) -> np.ndarray:
-    """int16 heart-sound stand-in (as benchmarks/frontend.py): S1/S2 bursts at 72 bpm plus noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(duration_s * rate_hz)) / rate_hz
-    signal = 0.02 * rng.standard_normal(len(t))
-    beat_s = 60.0 / 72.0
-    for onset_s, freq_hz in ((0.0, 60.0), (0.3, 110.0)):
-        phase = (t - onset_s) % beat_s
-        signal += 0.3 * np.exp(-phase / 0.02) * np.sin(2 * np.pi * freq_hz * phase) * (rng.random(len(t)) * 0.2 + 0.9)
-    return np.clip(signal * 32768, -32768, 32767).astype(np.int16)
 
 
 def gate_cost(config: FrontEndConfig, thresholds: QualityThresholds, rate_hz: int, repeats: int) -> dict:
