@@ -100,6 +100,12 @@ def load_and_fold(args: argparse.Namespace, frontend: FrontEndConfig) -> tuple[l
     """The labelled examples and folds the command-line arguments ask for; raises DataError."""
     cache = args.cache if args.cache is not None else Path("runs") / "feature-cache"
     examples, data_report, data_format = load_labelled(args.data, args.task, cache, frontend)
+    if getattr(args, "folds_file", None) is not None:
+        from trainer.partition import folds_from_partition
+
+        folds, notes = folds_from_partition(examples, args.task, args.folds_file)
+        data_report.warnings.extend(notes)
+        return examples, data_report, data_format, folds
     return examples, data_report, data_format, make_folds(examples, args.task, args.folds, args.seed)
 
 
@@ -126,9 +132,14 @@ def train_and_report(examples: list[Example], folds: list[Fold], model_config, t
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcg-train", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="labelled CirCor or PhysioNet 2016 folder")
-    p.add_argument("--task", choices=("outcome", "murmur"), default="outcome")
+    p.add_argument("--task", choices=("outcome", "murmur", "both"), default="outcome",
+                   help="outcome (refer / no referral), murmur (Present / Unknown / Absent; refers on Present or Unknown), "
+                        "or both from one model (outcome head and murmur head on shared site embeddings)")
     p.add_argument("--model", choices=("primary", "mlp", "hyper", "hyperfusion"), default="hyper")
     p.add_argument("--folds", default="5", help="number of stratified folds, or 'lodo' (leave one database out)")
+    p.add_argument("--folds-file", type=Path, default=None,
+                   help="a saved fold partition (python -m trainer.partition): its test and validation parts replace --folds, "
+                        "so --seed varies only initialisation, batch order and augmentation")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics.json, report.md, plots)")
     p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: runs/feature-cache)")
     p.add_argument("--epochs", type=int, default=40)
@@ -240,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pcg-train: {len(examples)} patients ({data_format}), {len(folds)} folds, "
           f"{len(data_report.problems)} input problem(s) reported", file=sys.stderr)
     summary = train_and_report(examples, folds, model_config, train_config, args.out, args.resume, data_report,
-                               {"data": str(args.data), "format": data_format, "folds": args.folds, "frontend": frontend.to_dict()},
+                               {"data": str(args.data), "format": data_format,
+                                "folds": args.folds if args.folds_file is None else f"file:{args.folds_file}", "frontend": frontend.to_dict()},
                                f"pcg-train {args.task} / {args.model} / folds {args.folds} on {args.data.name}", started)
     pooled = summary["pooled"]
     print(f"pcg-train: pooled AUROC {pooled['auroc']:.3f} {tuple(round(v, 3) for v in pooled['auroc_ci'])}, "

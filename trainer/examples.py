@@ -56,7 +56,8 @@ class Example:
         return [max(recs, key=lambda f: f.shape[1]) if recs else None for recs in self.site_features]
 
     def label(self, task: str) -> int:
-        return self.outcome if task == "outcome" else self.murmur
+        """The label that stratifies, balances and calibrates: the outcome for "outcome" and "both"."""
+        return self.murmur if task == "murmur" else self.outcome
 
 
 @dataclass
@@ -130,7 +131,7 @@ def load_examples(dataset: Dataset, cache: FeatureCache, task: str) -> tuple[lis
     n_unlabelled = 0
     for patient in dataset.patients:
         outcome, murmur = _label_indices(patient)
-        if (outcome if task == "outcome" else murmur) < 0:
+        if {"outcome": outcome, "murmur": murmur, "both": min(outcome, murmur)}[task] < 0:
             n_unlabelled += 1
             continue
         site_features: list[list[np.ndarray]] = [[] for _ in SITES]
@@ -160,9 +161,9 @@ def load_examples(dataset: Dataset, cache: FeatureCache, task: str) -> tuple[lis
             f"#{task.capitalize()} lines, or PhysioNet 2016 REFERENCE.csv)"
         )
     labels = np.array([e.label(task) for e in examples])
-    n_classes = 2 if task == "outcome" else len(MURMUR_CLASSES)
+    n_classes = len(MURMUR_CLASSES) if task == "murmur" else 2
     counts = np.bincount(labels, minlength=n_classes)
-    names = ("Normal", "Abnormal") if task == "outcome" else MURMUR_CLASSES
+    names = MURMUR_CLASSES if task == "murmur" else ("Normal", "Abnormal")
     if np.count_nonzero(counts) < 2:
         only = names[int(np.argmax(counts))]
         raise DataError(f"every usable patient is {only}: a {task} model needs examples of at least two classes")

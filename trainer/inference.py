@@ -51,17 +51,17 @@ class EnsembleGraph(nn.Module):
         for i, model in enumerate(self.models):  # a fixed number of models: unrolled in the graph
             outputs = model(flat_x, flat_mask, flat_meta)
             weights.append(outputs[2].reshape(b, k, s).mean(dim=1))
+            if self.task != "outcome":
+                murmurs.append(outputs[3].reshape(b, k, 3).mean(dim=1))
             if self.task == "murmur":
-                murmur = outputs[3].reshape(b, k, 3).mean(dim=1)
-                murmurs.append(murmur)
-                refer = (murmur[:, 0] + murmur[:, 1]).clamp(1e-6, 1.0 - 1e-6)
+                refer = (murmurs[-1][:, 0] + murmurs[-1][:, 1]).clamp(1e-6, 1.0 - 1e-6)
                 logit = torch.log(refer) - torch.log1p(-refer)
             else:
                 logit = outputs[1].reshape(b, k).mean(dim=1)
             calibrated.append(self.platt_a[i] * logit + self.platt_b[i])
         outcome_logit = torch.stack(calibrated, dim=0).mean(dim=0)
         result = (torch.sigmoid(outcome_logit), outcome_logit, torch.stack(weights, dim=0).mean(dim=0))
-        if self.task == "murmur":
+        if murmurs:
             result = result + (torch.stack(murmurs, dim=0).mean(dim=0),)
         return result
 

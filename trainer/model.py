@@ -12,7 +12,9 @@
 Outputs (a tuple, in OUTPUT_NAMES order): outcome probability [B], outcome logit [B], per-site
 weights [B, 5] (0 for absent sites), and for the murmur task murmur probabilities [B, 3]
 (Present, Unknown, Absent). A murmur model refers on Present or Unknown, so its outcome
-probability is P(Present) + P(Unknown).
+probability is P(Present) + P(Unknown). The "both" task learns the two together: the murmur head's
+transformer pools the sites, and one final layer (one generated layer for hyper) gives the outcome
+logit and the murmur logits, so the outcome probability is the outcome head's own.
 
 Sites are encoded only where site_mask is set (a gather/scatter by index, exported as ONNX
 NonZero/Gather/ScatterElements): a missing site's tensor never reaches any layer, and a patient
@@ -31,7 +33,7 @@ from trainer.hypernet import DynamicLinear
 from trainer.murmur_head import MurmurHead, masked_attention_pool
 
 METADATA_PATHS = ("primary", "mlp", "hyper", "hyperfusion")
-TASKS = ("outcome", "murmur")
+TASKS = ("outcome", "murmur", "both")
 INPUT_NAMES = ("x", "site_mask", "metadata")
 OUTCOME_OUTPUTS = ("outcome_probability", "outcome_logit", "site_weights")
 MURMUR_OUTPUTS = OUTCOME_OUTPUTS + ("murmur_probabilities",)
@@ -39,7 +41,7 @@ MURMUR_OUTPUTS = OUTCOME_OUTPUTS + ("murmur_probabilities",)
 
 @dataclass
 class ModelConfig:
-    task: str = "outcome"  # "outcome" | "murmur"
+    task: str = "outcome"  # "outcome" | "murmur" | "both" (outcome and murmur from one model)
     metadata_path: str = "primary"  # one of METADATA_PATHS
     n_sites: int = 5
     n_freq: int = 48
@@ -70,7 +72,7 @@ class ModelConfig:
 
     @property
     def n_outputs(self) -> int:
-        return 1 if self.task == "outcome" else 3 * self.murmur_heads
+        return {"outcome": 1, "murmur": 3 * self.murmur_heads, "both": 1 + 3 * self.murmur_heads}[self.task]
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -90,7 +92,7 @@ class ScreeningModel(nn.Module):
             self.site_projection = DynamicLinear(c.d_model, c.d_model, c.metadata_dim, c.metadata_hidden, c.dropout)
         else:
             self.site_projection = nn.Linear(c.d_model, c.d_model)
-        if c.task == "murmur":
+        if c.task in ("murmur", "both"):
             self.murmur_head = MurmurHead(c.n_sites, c.d_model, c.transformer_layers, c.attention_heads, c.dropout)
         else:
             self.fusion_score = nn.Sequential(nn.Linear(c.d_model, c.d_model), nn.Tanh(), nn.Linear(c.d_model, 1))
@@ -121,7 +123,7 @@ class ScreeningModel(nn.Module):
             tokens = torch.relu(self.site_projection(tokens, metadata))
         else:
             tokens = torch.relu(self.site_projection(tokens))
-        if self.config.task == "murmur":
+        if self.config.task in ("murmur", "both"):
             pooled, weights = self.murmur_head(tokens, site_mask)
         else:
             pooled, weights = masked_attention_pool(tokens, self.fusion_score(tokens).squeeze(2), site_mask)
@@ -141,6 +143,10 @@ class ScreeningModel(nn.Module):
         if self.config.task == "outcome":
             outcome_logit = logits[:, 0]
             return torch.sigmoid(outcome_logit), outcome_logit, weights
+        if self.config.task == "both":
+            outcome_logit = logits[:, 0]
+            murmur = torch.softmax(logits[:, 1:].reshape(logits.shape[0], self.config.murmur_heads, 3), dim=2).mean(dim=1)
+            return torch.sigmoid(outcome_logit), outcome_logit, weights, murmur
         murmur = torch.softmax(logits.reshape(logits.shape[0], self.config.murmur_heads, 3), dim=2).mean(dim=1)
         refer = (murmur[:, 0] + murmur[:, 1]).clamp(1e-6, 1.0 - 1e-6)
         return refer, torch.log(refer) - torch.log1p(-refer), weights, murmur

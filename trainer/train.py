@@ -167,11 +167,12 @@ def predict(model: ScreeningModel, examples: list[Example], metadata: np.ndarray
         outputs = model(x, mask, meta)
         logits.append(outputs[1].reshape(len(chunk), k).mean(dim=1).cpu().numpy())
         weights.append(outputs[2].reshape(len(chunk), k, -1).mean(dim=1).cpu().numpy())
-        if model.config.task == "murmur":
+        if model.config.task != "outcome":
             murmur.append(outputs[3].reshape(len(chunk), k, 3).mean(dim=1).cpu().numpy())
     result = {"logits": np.concatenate(logits).astype(np.float64), "site_weights": np.concatenate(weights)}
     if murmur:
         result["murmur"] = np.concatenate(murmur).astype(np.float64)
+    if model.config.task == "murmur":
         refer = np.clip(result["murmur"][:, 0] + result["murmur"][:, 1], 1e-6, 1 - 1e-6)
         result["logits"] = np.log(refer) - np.log1p(-refer)  # crop-averaged probabilities, then logit
     return result
@@ -235,6 +236,9 @@ def selection_score(task: str, labels: np.ndarray, prediction: dict[str, np.ndar
     def score(rows: np.ndarray) -> float:
         if task == "outcome":
             return metrics.auroc(labels[rows], prediction["logits"][rows])
+        if task == "both":  # labels [N, 2]: outcome, murmur index
+            return 0.5 * (metrics.auroc(labels[rows, 0], prediction["logits"][rows])
+                          + metrics.macro_ovr(metrics.auroc, labels[rows, 1], prediction["murmur"][rows]))
         return metrics.macro_ovr(metrics.auroc, labels[rows], prediction["murmur"][rows])
 
     if groups is None:
@@ -244,7 +248,7 @@ def selection_score(task: str, labels: np.ndarray, prediction: dict[str, np.ndar
         rows = np.flatnonzero(groups == g)
         value = score(rows)
         if np.isfinite(value):
-            n_pos = int((labels[rows] == 1).sum()) if task == "outcome" else len(rows)
+            n_pos = int((labels[rows] == 1).sum()) if task == "outcome" else len(rows)  # "both": counted like murmur
             values.append(value)
             weights.append(n_pos * (len(rows) - n_pos) if task == "outcome" else len(rows))
     if not values:
@@ -253,9 +257,12 @@ def selection_score(task: str, labels: np.ndarray, prediction: dict[str, np.ndar
 
 
 def _loss_function(task: str, pos_weight: float, device: torch.device):
+    bce = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
     if task == "outcome":
-        bce = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
         return lambda logits, y: bce(logits[:, 0], y.float())
+    if task == "both":  # y [B, 2]: outcome, murmur index; the two losses weigh the same
+        return lambda logits, y: (bce(logits[:, 0], y[:, 0].float())
+                                  + multi_head_murmur_loss(logits[:, 1:].reshape(logits.shape[0], -1, 3), y[:, 1]))
     return lambda logits, y: multi_head_murmur_loss(logits.reshape(logits.shape[0], -1, 3), y)
 
 
@@ -267,6 +274,8 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
     device = torch.device(config.device)
     task = config.task
     labels = np.array([e.label(task) for e in examples])
+    # what the loss and the selection score read: for "both", outcome and murmur side by side
+    targets = np.array([[e.outcome, e.murmur] for e in examples]) if task == "both" else labels
     groups = np.array([e.group for e in examples])
     stats = MetadataStats.fit([examples[i].demographics for i in fold.train])
     metadata = encode_batch([e.demographics for e in examples], stats)
@@ -312,7 +321,7 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
         for b in batches:
             rows = order[b : b + config.batch_size]
             x, mask, meta = training_batch([examples[i] for i in rows], metadata[rows], config, rng)
-            y = torch.from_numpy(labels[rows]).to(device)
+            y = torch.from_numpy(targets[rows]).to(device)
             if config.mixup > 0:
                 x, mask, weight, partner = mix_batch(x, mask, config.mixup, rng)
                 logits, _ = model.head_logits(torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device), torch.from_numpy(meta).to(device))
@@ -328,7 +337,7 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
             batches.set_postfix(loss=f"{np.mean(losses):.4f}")
         scheduler.step()
         validation = predict(model, validation_examples, metadata[fold.validation], config, device)
-        score = selection_score(task, labels[fold.validation], validation, selection_groups)
+        score = selection_score(task, targets[fold.validation], validation, selection_groups)
         epoch_seconds.append(time.perf_counter() - epoch_started)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "validation_score": score, "seconds": epoch_seconds[-1]})
         if best["state"] is None or (np.isfinite(score) and not score <= best["score"]):  # a nan score (one class) never wins over a real one
@@ -344,7 +353,7 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
 
     model.load_state_dict(best["state"])
     validation = predict(model, validation_examples, metadata[fold.validation], config, device)
-    validation_binary = labels[fold.validation] if task == "outcome" else (labels[fold.validation] <= 1).astype(np.int64)
+    validation_binary = (labels[fold.validation] <= 1).astype(np.int64) if task == "murmur" else labels[fold.validation]
     balanced = config.calibration == "balanced"
     unadapted_platt = None
     if config.adapt_bn != "none":
@@ -381,11 +390,11 @@ def fit_fold(examples: list[Example], fold: Fold, model_config: ModelConfig, con
         },
         fold_dir / "model.pt",
     )
-    murmur_labels = None if task == "outcome" else labels[fold.test]
+    murmur_labels = None if task == "outcome" else np.array([e.murmur for e in test_examples])
     outcome = FoldOutcome(
         name=fold.name,
         test_ids=[e.patient_id for e in test_examples],
-        test_labels=np.array([e.outcome for e in test_examples]) if task == "outcome" else (labels[fold.test] <= 1).astype(np.int64),
+        test_labels=(labels[fold.test] <= 1).astype(np.int64) if task == "murmur" else np.array([e.outcome for e in test_examples]),
         test_logits=test["logits"],
         test_probabilities=metrics.apply_platt(test["logits"], a, b),
         test_murmur=test.get("murmur"),

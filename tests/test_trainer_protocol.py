@@ -1,0 +1,106 @@
+"""The selection protocol's parts: saved fold partitions (--folds-file) and the joint outcome +
+murmur model (--task both)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[train]'); training tests need it")
+
+from trainer_fixtures import (  # noqa: E402
+    fast_train_config,
+    tiny_dataset,  # noqa: F401  (fixture)
+    tiny_model_config,
+    write_circor_folder,
+)
+from trainer import metrics  # noqa: E402
+from trainer.crossval import main as pcg_train  # noqa: E402
+from trainer.examples import DataError, FeatureCache, load_examples  # noqa: E402
+from trainer.folds import k_fold  # noqa: E402
+from trainer.model import ScreeningModel  # noqa: E402
+from trainer.partition import folds_from_partition, main as make_partition_cli, make_partition, read_partition  # noqa: E402
+from trainer.train import fit_fold  # noqa: E402
+
+
+def test_a_partition_is_patient_level_stratified_and_reproducible():
+    ids = [str(i) for i in range(100)]
+    keys = [("CC2014" if i < 40 else "CC2015", "Abnormal" if i % 2 else "Normal", "Present" if i % 5 == 0 else "Absent") for i in range(100)]
+    folds = make_partition(ids, keys, 5, seed=0)
+    assert make_partition(ids, keys, 5, seed=0) == folds
+    assert make_partition(ids, keys, 5, seed=1) != folds
+    tests = [set(f["test"]) for f in folds]
+    assert set().union(*tests) == set(ids) and sum(len(t) for t in tests) == 100  # every patient tested exactly once
+    for fold, test in zip(folds, tests):
+        assert not set(fold["validation"]) & test
+        assert 10 <= len(fold["validation"]) <= 20
+        campaign_2014 = sum(1 for p in test if int(p) < 40)
+        assert campaign_2014 == 8  # 40 of 100 patients, spread evenly over the five folds
+
+
+def test_pcg_train_uses_the_saved_partition_and_refuses_one_that_misses_patients(tmp_path, capsys):
+    data = write_circor_folder(tmp_path / "circor", n_patients=20)
+    partition = tmp_path / "p0.json"
+    assert make_partition_cli(["--data", str(data), "--folds", "2", "--seed", "0", "--out", str(partition)]) == 0
+    body = read_partition(partition)
+    args = ["--data", str(data), "--model", "primary", "--folds-file", str(partition), "--epochs", "1", "--eval-crops", "1",
+            "--cache", str(tmp_path / "cache"), "--quiet"]
+    assert pcg_train(args + ["--out", str(tmp_path / "run")]) == 0
+    for fold in body["folds"]:
+        ids = json.loads((tmp_path / "run" / fold["name"] / "outcome.json").read_text())["test_ids"]
+        assert sorted(ids) == sorted(fold["test"])
+    # the same partition under another seed: the same test parts (seeds vary only initialisation and order)
+    assert pcg_train(args + ["--seed", "3", "--out", str(tmp_path / "run-s3")]) == 0
+    ids_s3 = json.loads((tmp_path / "run-s3" / "fold1" / "outcome.json").read_text())["test_ids"]
+    assert sorted(ids_s3) == sorted(body["folds"][0]["test"])
+
+    body["folds"][0]["test"] = body["folds"][0]["test"][1:]  # one patient of the data now in no test fold
+    partition.write_text(json.dumps(body))
+    assert pcg_train(args + ["--out", str(tmp_path / "bad")]) == 2
+    assert "in no test fold" in capsys.readouterr().err
+    partition.write_text("{not json")
+    assert pcg_train(args + ["--out", str(tmp_path / "bad")]) == 2
+    assert "cannot read a partition" in capsys.readouterr().err
+
+
+def test_a_partition_patient_missing_from_the_data_is_noted_not_silently_dropped(tiny_dataset, tmp_path):
+    from runtime.dsp.config import FrontEndConfig
+
+    examples, _ = load_examples(tiny_dataset, FeatureCache(tmp_path / "cache", FrontEndConfig()), "outcome")
+    ids = [e.patient_id for e in examples] + ["ghost"]
+    keys = [(e.group, e.outcome, 0) for e in examples] + [("CC2014", 1, 0)]
+    path = tmp_path / "p.json"
+    from trainer.partition import write_partition
+
+    write_partition(path, make_partition(ids, keys, 2, seed=0), tmp_path, 0, ["campaign", "outcome", "murmur"])
+    folds, notes = folds_from_partition(examples, "outcome", path)
+    assert len(notes) == 1 and "ghost" in notes[0]
+    assert sorted(np.concatenate([f.test for f in folds]).tolist()) == list(range(len(examples)))
+    with pytest.raises(DataError):
+        folds_from_partition(examples[:-1] + [examples[-1]], "outcome", tmp_path / "missing.json")
+
+
+def test_the_joint_model_gives_its_own_outcome_and_a_murmur_distribution(tiny_dataset, tmp_path):
+    from runtime.dsp.config import FrontEndConfig
+
+    examples, _ = load_examples(tiny_dataset, FeatureCache(tmp_path / "cache", FrontEndConfig()), "both")
+    labels = np.array([e.label("both") for e in examples])
+    assert np.array_equal(labels, [e.outcome for e in examples])  # stratified and calibrated on the outcome
+    fold = k_fold(labels, np.array([e.group for e in examples]), 3, seed=0)[0]
+    outcome = fit_fold(examples, fold, tiny_model_config("both", "hyper"), fast_train_config("both", epochs=6), tmp_path / "run")
+    assert np.array_equal(outcome.test_labels, [examples[i].outcome for i in fold.test])
+    assert np.array_equal(outcome.test_murmur_labels, [examples[i].murmur for i in fold.test])
+    np.testing.assert_allclose(outcome.test_murmur.sum(axis=1), 1.0, atol=1e-5)
+    assert metrics.auroc(outcome.test_labels, outcome.test_scores) >= 0.8
+    # the outcome logit is the outcome head's, not a function of the murmur probabilities
+    murmur_refer = outcome.test_murmur[:, 0] + outcome.test_murmur[:, 1]
+    assert not np.allclose(outcome.test_logits, np.log(murmur_refer) - np.log1p(-murmur_refer), atol=1e-3)
+
+    model = ScreeningModel(tiny_model_config("both", "hyper")).eval()
+    x = torch.randn(2, 5, 48, 125)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.float32)
+    outputs = model(x, mask, torch.zeros(2, 15))
+    assert [tuple(o.shape) for o in outputs] == [(2,), (2,), (2, 5), (2, 3)]
+    torch.testing.assert_close(outputs[0], torch.sigmoid(outputs[1]))
