@@ -104,3 +104,54 @@ def test_the_joint_model_gives_its_own_outcome_and_a_murmur_distribution(tiny_da
     outputs = model(x, mask, torch.zeros(2, 15))
     assert [tuple(o.shape) for o in outputs] == [(2,), (2,), (2, 5), (2, 3)]
     torch.testing.assert_close(outputs[0], torch.sigmoid(outputs[1]))
+
+
+@pytest.fixture(scope="module")
+def two_seed_runs(tmp_path_factory):
+    """pcg-train on one saved partition: primary and hyper, seeds 0 and 1 (one epoch each)."""
+    root = tmp_path_factory.mktemp("protocol")
+    data = write_circor_folder(root / "circor", n_patients=20)
+    partition = root / "p0.json"
+    assert make_partition_cli(["--data", str(data), "--folds", "2", "--seed", "0", "--out", str(partition)]) == 0
+    for model in ("primary", "hyper"):
+        for seed in (0, 1):
+            assert pcg_train(["--data", str(data), "--model", model, "--folds-file", str(partition), "--epochs", "1",
+                              "--eval-crops", "2", "--cache", str(root / "cache"), "--seed", str(seed), "--quiet",
+                              "--out", str(root / f"{model}-s{seed}")]) == 0
+    return root, data
+
+
+def test_compare_pairs_seeds_and_fold_by_fold_against_the_baseline(two_seed_runs):
+    from trainer.compare import compare, main as compare_cli
+
+    root, _ = two_seed_runs
+    runs = {m: sorted(root.glob(f"{m}-s*")) for m in ("primary", "hyper")}
+    result = compare(runs)
+    hyper, primary = result["configurations"]["hyper"], result["configurations"]["primary"]
+    for seed in (0, 1):
+        expected = hyper["per_seed"][seed]["auroc"] - primary["per_seed"][seed]["auroc"]
+        assert hyper["paired"]["auroc"][seed] == pytest.approx(expected)
+    assert hyper["auroc"]["mean"] == pytest.approx(np.mean([hyper["per_seed"][s]["auroc"] for s in (0, 1)]))
+    assert hyper["seed_ensemble"]["n_models_per_patient"] == 2
+    # a configuration compared with itself gains nothing and does not clear the bar
+    same = compare({"a": runs["primary"], "b": runs["primary"]})["configurations"]["b"]["paired"]
+    assert same["auroc_mean"] == 0 and same["cost_mean"] == 0 and not same["clears_bar"]
+    out = root / "cmp"
+    assert compare_cli(["--out", str(out), f"primary={root}/primary-s*", f"hyper={root}/hyper-s*"]) == 0
+    assert "clears the bar" in (out / "compare.md").read_text()
+    assert compare_cli(["--out", str(out), f"none={root}/nothing-*"]) == 2
+
+
+def test_the_probe_reproduces_the_run_and_measures_each_masked_field(two_seed_runs):
+    from trainer.probe import main as probe_cli
+
+    root, data = two_seed_runs
+    run = root / "hyper-s0"
+    assert probe_cli([str(run), "--data", str(data), "--cache", str(root / "cache")]) == 0
+    result = json.loads((run / "probe.json").read_text())
+    pooled = json.loads((run / "metrics.json").read_text())["summary"]["pooled"]
+    assert result["variants"]["as trained"]["auroc"] == pytest.approx(pooled["auroc"], abs=1e-9)
+    assert result["variants"]["as trained"]["cost"] == pytest.approx(pooled["cost_optimal"]["cost"])
+    assert set(result["variants"]) == {"as trained", "age group", "sex", "height", "weight", "pregnancy", "all five"}
+    assert result["hypernetwork"]["static_logit_sd"] > 0 and result["hypernetwork"]["delta_logit_sd"] > 0
+    assert "Female" in result["hypernetwork"]["delta_by_sex"]

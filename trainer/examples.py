@@ -69,6 +69,7 @@ class DataReport:
     n_used: int = 0
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # quirks of the data that were handled, each with how
 
     def to_dict(self) -> dict:
         return {
@@ -77,6 +78,7 @@ class DataReport:
             "patients_used": self.n_used,
             "problems": self.problems,
             "warnings": self.warnings,
+            "notes": self.notes,
         }
 
 
@@ -171,4 +173,32 @@ def load_examples(dataset: Dataset, cache: FeatureCache, task: str) -> tuple[lis
         if count == 0:
             report.warnings.append(f"no {name} example: the model cannot learn that class, and its metrics are undefined")
     report.n_used = len(examples)
+    report.notes = data_notes(examples, cache.config.clip_frames)
     return examples, report
+
+
+def data_notes(examples: list[Example], clip_frames: int) -> list[str]:
+    """The dataset's quirks that training handles rather than drops (CirCor has each of them), each
+    a sentence with the count, the handling and the first patient ids."""
+    def note(ids: list[str], what: str, handling: str) -> list[str]:
+        if not ids:
+            return []
+        shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+        return [f"{len(ids)} patient(s) {what}: {handling} ({shown})"]
+
+    d = [e.demographics for e in examples]
+    repeats = [e.patient_id for e in examples if any(len(recs) > 1 for recs in e.site_features)]
+    phc = [e.patient_id for e in examples if e.site_features[site_index("Phc")]]
+    short = [e.patient_id for e in examples if any(f.shape[1] < clip_frames for recs in e.site_features for f in recs)]
+    return (
+        note([e.patient_id for e, x in zip(examples, d) if x.height_cm is None], "without a height (nan)", "encoded as unknown (height_missing = 1)")
+        + note([e.patient_id for e, x in zip(examples, d) if x.weight_kg is None], "without a weight (nan)", "encoded as unknown (weight_missing = 1)")
+        + note([e.patient_id for e, x in zip(examples, d) if x.age_group is None], "without an age group",
+               "encoded as unknown (age_missing = 1)")
+        + note([e.patient_id for e, x in zip(examples, d) if x.pregnant and x.age_group is None], "pregnant without an age group",
+               "pregnancy kept, age encoded as unknown")
+        + note(repeats, "with several recordings at one site (a site listed twice)",
+               "training draws one of them at random for every crop; evaluation and the runtime use the longest")
+        + note(phc, "with a recording at another location (Phc)", "used as a fifth site slot")
+        + note(short, f"with a recording shorter than one crop ({clip_frames} frames)", "tiled to the crop length (trainer/crops.py), never zero-padded")
+    )

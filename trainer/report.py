@@ -155,7 +155,9 @@ def markdown(title: str, summary: dict, settings: dict, data_report: dict) -> st
         lines.append(f"| adapted | {_fmt(pooled['auroc'])} {_ci(pooled['auroc_ci'])} | " + " | ".join(adapted_groups) + " |")
         lines.append(f"| unadapted | {_fmt(u['auroc'])} {_ci(u['auroc_ci'])} | " + " | ".join(_fmt(v) for v in u.get("by_group", {}).values()) + " |")
     lines += ["", "## Plots", "", "![ROC](roc.png) ![cost](cost.png) ![calibration](calibration.png) ![confusion](confusion.png)", ""]
-    lines += ["## Data", "", "```", json.dumps({k: v for k, v in data_report.items() if k != "problems"}, indent=1), "```"]
+    lines += ["## Data", "", "```", json.dumps({k: v for k, v in data_report.items() if k not in ("problems", "notes")}, indent=1), "```"]
+    if data_report.get("notes"):
+        lines += ["", "Quirks of the data, handled (none dropped):", ""] + [f"- {n}" for n in data_report["notes"]]
     if data_report.get("problems"):
         lines += ["", f"{len(data_report['problems'])} problem(s) found in the input (first 20):", ""]
         lines += [f"- {p}" for p in data_report["problems"][:20]]
