@@ -155,3 +155,25 @@ def test_the_probe_reproduces_the_run_and_measures_each_masked_field(two_seed_ru
     assert set(result["variants"]) == {"as trained", "age group", "sex", "height", "weight", "pregnancy", "all five"}
     assert result["hypernetwork"]["static_logit_sd"] > 0 and result["hypernetwork"]["delta_logit_sd"] > 0
     assert "Female" in result["hypernetwork"]["delta_by_sex"]
+
+
+def test_extra_data_joins_training_only_with_its_share_of_the_draws(tmp_path, capsys):
+    from trainer_fixtures import write_physionet_folder
+
+    data = write_circor_folder(tmp_path / "circor", n_patients=16)
+    extra = write_physionet_folder(tmp_path / "pn16", {"training-a": 6, "training-e": 6})
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--extra-data", str(extra), "--extra-share", "0.2", "--model", "hyper", "--folds", "2",
+            "--epochs", "1", "--eval-crops", "1", "--cache", str(tmp_path / "cache"), "--quiet", "--out", str(out)]
+    assert pcg_train(args) == 0
+    body = json.loads((out / "metrics.json").read_text())
+    assert body["summary"]["pooled"]["n"] == 16  # every figure is on --data's patients
+    tested = [i for f in ("fold1", "fold2") for i in json.loads((out / f / "outcome.json").read_text())["test_ids"]]
+    assert not any(i.startswith("extra:") for i in tested)
+    weights = body["settings"]["train"]["group_weights"]
+    assert set(weights) == {"extra:training-a", "extra:training-e"}
+    # two CirCor campaigns and two extra databases: each extra one weighs w, 2w / (2 + 2w) = 0.2
+    assert 2 * weights["extra:training-a"] / (2 + 2 * weights["extra:training-a"]) == pytest.approx(0.2)
+    assert any("--extra-data" in n for n in body["data"]["notes"])
+    assert pcg_train(args[:-2] + ["--task", "murmur", "--out", str(tmp_path / "bad")]) == 2
+    assert "needs --task outcome" in capsys.readouterr().err

@@ -105,8 +105,43 @@ def load_and_fold(args: argparse.Namespace, frontend: FrontEndConfig) -> tuple[l
 
         folds, notes = folds_from_partition(examples, args.task, args.folds_file)
         data_report.warnings.extend(notes)
-        return examples, data_report, data_format, folds
-    return examples, data_report, data_format, make_folds(examples, args.task, args.folds, args.seed)
+    else:
+        folds = make_folds(examples, args.task, args.folds, args.seed)
+    if getattr(args, "extra_data", None) is not None:
+        examples, folds = add_training_data(examples, folds, args, cache, frontend, data_report)
+    return examples, data_report, data_format, folds
+
+
+def add_training_data(examples: list[Example], folds: list[Fold], args: argparse.Namespace, cache: Path, frontend: FrontEndConfig,
+                      data_report: DataReport) -> tuple[list[Example], list[Fold]]:
+    """--extra-data: another labelled folder's patients join every fold's TRAINING part only (never
+    validation or test, so every figure is still on --data's patients). Their databases are renamed
+    "extra:<name>" and drawn, all together, with --extra-share of each epoch's draws."""
+    if args.task != "outcome":
+        raise DataError("--extra-data adds outcome-labelled patients: it needs --task outcome")
+    if not 0 < args.extra_share < 1:
+        raise DataError(f"--extra-share must be between 0 and 1, got {args.extra_share}")
+    extra, extra_report, extra_format = load_labelled(args.extra_data, "outcome", cache, frontend)
+    for e in extra:
+        e.group = f"extra:{e.group}"
+        e.patient_id = f"extra:{e.patient_id}"
+    data_report.problems.extend(f"--extra-data: {p}" for p in extra_report.problems)
+    data_report.notes.append(f"--extra-data {args.extra_data} ({extra_format}): {len(extra)} patients added to every fold's "
+                             f"training part, {args.extra_share:.0%} of the draws")
+    added = np.arange(len(examples), len(examples) + len(extra))
+    folds = [Fold(f.name, np.concatenate([f.train, added]), f.validation, f.test) for f in folds]
+    return examples + extra, folds
+
+
+def extra_group_weights(examples: list[Example], share: float) -> dict[str, float]:
+    """Group weights giving the "extra:" databases `share` of the draws together, when every
+    database otherwise weighs the same (--balance group_class)."""
+    groups = {e.group for e in examples}
+    extra = [g for g in groups if g.startswith("extra:")]
+    if not extra or not 0 < share < 1:
+        return {}
+    weight = (len(groups) - len(extra)) * share / (len(extra) * (1 - share))
+    return {g: weight for g in extra}
 
 
 def train_and_report(examples: list[Example], folds: list[Fold], model_config, train_config, out_dir: Path, resume: bool,
@@ -140,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds-file", type=Path, default=None,
                    help="a saved fold partition (python -m trainer.partition): its test and validation parts replace --folds, "
                         "so --seed varies only initialisation, batch order and augmentation")
+    p.add_argument("--extra-data", type=Path, default=None,
+                   help="another labelled folder (e.g. PhysioNet 2016) whose patients join every fold's training part only; outcome task")
+    p.add_argument("--extra-share", type=float, default=0.25, help="with --extra-data: its share of each epoch's draws (0-1)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics.json, report.md, plots)")
     p.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: runs/feature-cache)")
     p.add_argument("--epochs", type=int, default=40)
@@ -233,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model_config, train_config = configs_from_args(args, frontend)
         examples, data_report, data_format, folds = load_and_fold(args, frontend)
+        train_config.group_weights = {**extra_group_weights(examples, args.extra_share), **train_config.group_weights}
         unknown = sorted(set(train_config.group_weights) - {e.group for e in examples})
         if unknown:
             raise DataError(f"--group-weight names no database of these data: {', '.join(unknown)}")
