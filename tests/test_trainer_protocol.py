@@ -177,3 +177,20 @@ def test_extra_data_joins_training_only_with_its_share_of_the_draws(tmp_path, ca
     assert any("--extra-data" in n for n in body["data"]["notes"])
     assert pcg_train(args[:-2] + ["--task", "murmur", "--out", str(tmp_path / "bad")]) == 2
     assert "needs --task outcome" in capsys.readouterr().err
+
+
+def test_pcg_train_never_mixes_two_runs_in_one_folder(tmp_path, capsys):
+    data = write_circor_folder(tmp_path / "circor", n_patients=18)
+    out = tmp_path / "run"
+    common = ["--data", str(data), "--model", "primary", "--epochs", "1", "--eval-crops", "1", "--cache", str(tmp_path / "cache"),
+              "--quiet", "--out", str(out)]
+    assert pcg_train(common + ["--folds", "3"]) == 0
+    # fewer folds into the same folder would leave fold3 behind, to be exported with the new run's metrics
+    assert pcg_train(common + ["--folds", "2"]) == 2
+    assert "never mixes two runs" in capsys.readouterr().err
+    assert pcg_train(common + ["--folds", "2", "--resume"]) == 2
+    assert "other folds" in capsys.readouterr().err
+    assert pcg_train(common + ["--folds", "3", "--resume", "--model", "hyper"]) == 2
+    assert "other model" in capsys.readouterr().err
+    assert pcg_train(common + ["--folds", "3", "--resume", "--epochs", "2"]) == 0  # the same run, trained further
+    assert sorted(p.name for p in out.glob("fold*")) == ["fold1", "fold2", "fold3"]

@@ -78,10 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         args.model = name
         model_config, train_config = configs_from_args(args, frontend)
         print(f"pcg-ablation: {name} ({len(folds)} folds)", file=sys.stderr)
-        summaries[name] = train_and_report(
-            examples, folds, model_config, train_config, args.out / name, args.resume, data_report,
-            {"data": str(args.data), "format": data_format, "folds": args.folds, "frontend": frontend.to_dict()},
-            f"{args.task} / {name} / folds {args.folds} on {args.data.name}", time.perf_counter())
+        try:
+            summaries[name] = train_and_report(
+                examples, folds, model_config, train_config, args.out / name, args.resume, data_report,
+                {"data": str(args.data), "format": data_format, "folds": args.folds, "frontend": frontend.to_dict()},
+                f"{args.task} / {name} / folds {args.folds} on {args.data.name}", time.perf_counter())
+        except DataError as err:
+            print(f"pcg-ablation: {err}", file=sys.stderr)
+            return 2
     differences = paired_differences(summaries, models[0])
     title = f"Ablation: {args.task} on {args.data.name}, folds {args.folds}"
     (args.out / "ablation.md").write_text(ablation_markdown(summaries, differences, models[0], title))

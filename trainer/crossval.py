@@ -10,6 +10,7 @@ auto-detected by runtime.formats), writing metrics.json, report.md, plots and on
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
@@ -144,11 +145,50 @@ def extra_group_weights(examples: list[Example], share: float) -> dict[str, floa
     return {g: weight for g in extra}
 
 
+RUN_FILE = "run.json"
+# settings a --resume may change: how long to train (a larger --epochs trains further) and how it runs
+RESUMABLE = ("epochs", "patience", "progress", "threads", "device")
+
+
+def run_identity(examples: list[Example], folds: list[Fold], model_config, train_config) -> dict:
+    """What makes a run this run: its folds (names and test patients) and its model and training settings."""
+    train = {k: v for k, v in train_config.to_dict().items() if k not in RESUMABLE}
+    identity = {"folds": {f.name: sorted(examples[i].patient_id for i in f.test) for f in folds},
+                "model": model_config.to_dict(), "train": train}
+    return json.loads(json.dumps(identity, default=str))  # as it reads back from run.json
+
+
+def claim_run_folder(out_dir: Path, identity: dict, resume: bool) -> None:
+    """Refuse to mix two runs in one --out folder (pcg-export would ship their folds as one ensemble):
+    a folder already holding fold results is refused unless --resume continues the very same run."""
+    record = out_dir / RUN_FILE
+    existing = sorted({p.parent.name for pattern in ("*/model.pt", "*/last.pt", "*/outcome.json") for p in out_dir.glob(pattern)})
+    if existing and not resume:
+        raise DataError(f"--out {out_dir} already holds a run (folds {', '.join(existing)}); pcg-train never mixes two runs in one "
+                        "folder: choose a new --out, or add --resume to continue that same run")
+    if existing or record.is_file():
+        try:
+            previous = json.loads(record.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise DataError(f"--out {out_dir} holds fold results without a readable {RUN_FILE}: it cannot be checked to be the same "
+                            "run; choose a new --out") from None
+        changed = [k for k in ("folds", "model", "train") if previous.get(k) != identity[k]]
+        if changed:
+            raise DataError(f"--resume into {out_dir}: its run had other {' and '.join(changed)} settings; --resume continues the same "
+                            "run only (the same folds, model and training settings, a larger --epochs allowed); choose a new --out")
+        stale = sorted(set(existing) - set(identity["folds"]))
+        if stale:
+            raise DataError(f"--out {out_dir} holds fold folders this run does not have ({', '.join(stale)}); choose a new --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(identity, indent=1) + "\n")
+
+
 def train_and_report(examples: list[Example], folds: list[Fold], model_config, train_config, out_dir: Path, resume: bool,
                      data_report: DataReport, settings: dict, title: str, started: float) -> dict:
     """Cross-validate one model and write its metrics.json, report.md and plots; returns the summary."""
     from trainer.model import ScreeningModel, parameter_count
 
+    claim_run_folder(out_dir, run_identity(examples, folds, model_config, train_config), resume)
     outcomes = run_cross_validation(examples, folds, model_config, train_config, out_dir, resume=resume)
     summary = summarize(outcomes, {e.patient_id: e.group for e in examples})
     settings = {
@@ -289,10 +329,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pcg-train: warning: {warning}", file=sys.stderr)
     print(f"pcg-train: {len(examples)} patients ({data_format}), {len(folds)} folds, "
           f"{len(data_report.problems)} input problem(s) reported", file=sys.stderr)
-    summary = train_and_report(examples, folds, model_config, train_config, args.out, args.resume, data_report,
-                               {"data": str(args.data), "format": data_format,
-                                "folds": args.folds if args.folds_file is None else f"file:{args.folds_file}", "frontend": frontend.to_dict()},
-                               f"pcg-train {args.task} / {args.model} / folds {args.folds} on {args.data.name}", started)
+    try:
+        summary = train_and_report(examples, folds, model_config, train_config, args.out, args.resume, data_report,
+                                   {"data": str(args.data), "format": data_format,
+                                    "folds": args.folds if args.folds_file is None else f"file:{args.folds_file}",
+                                    "frontend": frontend.to_dict()},
+                                   f"pcg-train {args.task} / {args.model} / folds {args.folds} on {args.data.name}", started)
+    except DataError as err:
+        print(f"pcg-train: {err}", file=sys.stderr)
+        return 2
     pooled = summary["pooled"]
     print(f"pcg-train: pooled AUROC {pooled['auroc']:.3f} {tuple(round(v, 3) for v in pooled['auroc_ci'])}, "
           f"cost {pooled['cost_optimal']['cost']:.1f}, MAcc {pooled['cost_optimal']['macc']:.3f}"
