@@ -22,6 +22,9 @@ before export (export/adapt.py) and the manifest's inference block says so.
 
 Real data (the run's own data folder, or --calibration DATA_DIR holding the same patients) gives the
 parity figures and the int8 calibration: see export/data.py for which patients serve which purpose.
+A model that fails its parity check is not written (its .parity.json says why), and files of an earlier
+export to the same --out are removed first, so nothing stale or failed is left to load. A run whose
+cross-validated pooled AUROC is below 0.60 is refused unless --allow-weak-model, which the manifest records.
 Exit status: 0 done, 1 a parity or compatibility check failed, 2 bad input, 3 TensorRT unavailable here.
 """
 
@@ -67,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recordings of the stethoscope the model will be used with, ideally of people without heart disease "
                         "(CirCor, PhysioNet 2016 or WAV folder; labels are not read): "
                         "every fold model's batch-norm statistics are re-estimated on them (AdaBN) before export; the manifest records it")
+    p.add_argument("--allow-weak-model", action="store_true",
+                   help=f"export a model whose cross-validated pooled AUROC is below {WEAK_AUROC} (refused otherwise); "
+                        "its manifest then says so, and every result's provenance shows it")
     p.add_argument("--reference-ids", default=None,
                    help="comma-separated patient ids of the run's data: write their probabilities to <out>.reference.json")
     return p
@@ -78,6 +84,34 @@ def _write_json(path: Path, data: dict) -> None:
 
 def sibling(out: Path, suffix: str) -> Path:
     return out.with_name(out.stem + suffix)
+
+
+# Every file an export may write beside --out: removed before a new export, so a model that fails its
+# checks this time never leaves an earlier (or its own) loadable file behind.
+WRITTEN_SUFFIXES = (".parity.json", ".reference.json", ".export.json", ".int8-cpu.onnx", ".int8-cpu.parity.json",
+                    ".int8-tensorrt.onnx", ".int8-tensorrt.parity.json", ".int8-tensorrt.engine", ".int8-tensorrt.engine.json")
+WEAK_AUROC = 0.60
+
+
+def clear_previous_export(out: Path) -> None:
+    out.unlink(missing_ok=True)
+    for suffix in WRITTEN_SUFFIXES:
+        sibling(out, suffix).unlink(missing_ok=True)
+
+
+def weak_model_check(source, allow: bool) -> dict | None:
+    """Refuse (SourceError) a run whose pooled cross-validated AUROC is below WEAK_AUROC unless allowed;
+    with the override, the manifest block that says so."""
+    pooled = ((source.run or {}).get("summary") or {}).get("pooled") or {}
+    auroc = pooled.get("auroc")
+    if not isinstance(auroc, (int, float)) or auroc >= WEAK_AUROC:
+        return None
+    if not allow:
+        raise SourceError(f"{source.path}: cross-validated pooled AUROC {auroc:.3f} is below {WEAK_AUROC}: the model ranks patients "
+                          "barely better than chance; it is not exported without --allow-weak-model")
+    return {"pooled_auroc": auroc, "threshold": WEAK_AUROC,
+            "note": f"exported with --allow-weak-model: cross-validated AUROC {auroc:.3f} is below {WEAK_AUROC}; "
+                    "not fit for screening decisions"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,17 +142,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.lodo_seed_run and not args.lodo_run:
             raise SourceError("--lodo-seed-run needs --lodo-run (the LODO run of the exported ensemble's own seed)")
         lodo = lodo_metrics(source, args.lodo_run, tuple(args.lodo_seed_run)) if args.lodo_run else None
-        manifest = build_manifest(source, (command,), lodo=lodo)
+        weak = weak_model_check(source, args.allow_weak_model)
+        manifest = build_manifest(source, (command,), lodo=lodo, weak=weak)
         quantizing = args.int8 or args.tensorrt
         data = load_real_data(source, args.calibration, args.cache, min_calibration=MIN_CALIBRATION_PATIENTS if quantizing else 0)
     except (SourceError, ValueError, FileNotFoundError) as err:
         print(f"pcg-export: {err}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    clear_previous_export(args.out)
     float_bytes = with_manifest(float_graph, manifest)
-    args.out.write_bytes(float_bytes)
     parity = {"data": {"dataset": data.dataset, "note": data.note}, **float_parity(source, float_bytes, data.evaluation)}
     _write_json(sibling(args.out, ".parity.json"), parity)
+    if not parity["passed"]:  # nothing that loads is left behind; the parity report says why
+        print(f"pcg-export: FAILED float parity: max |p_onnx - p_torch| {parity['max_abs_difference']['outcome_probability']:.2e}; "
+              f"{args.out} not written", file=sys.stderr)
+        return 1
+    args.out.write_bytes(float_bytes)
     written = {"float": {"path": args.out.name, "use": "ONNX Runtime (CPU or GPU); the reference", "parity": parity["passed"]}}
     if args.reference_ids:
         ids = [i.strip() for i in args.reference_ids.split(",") if i.strip()]
@@ -129,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         _write_json(sibling(args.out, ".reference.json"), reference)
         written["reference"] = {"path": sibling(args.out, ".reference.json").name, "patients": len(ids)}
-    failed = [] if parity["passed"] else [f"float parity: max |p_onnx - p_torch| {parity['max_abs_difference']['outcome_probability']:.2e}"]
+    failed = []
     print(f"pcg-export: {args.out} ({len(float_bytes) / 1e6:.2f} MB), max |p_onnx - p_torch| "
           f"{parity['max_abs_difference']['outcome_probability']:.1e} over {parity['patients']} patients", file=sys.stderr)
 
@@ -138,16 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     if quantizing:
         variants = [TENSORRT] if not args.int8 else [CPU, TENSORRT]
         for variant in variants:
-            int8, path, report = _int8_model(source, float_graph, float_bytes, data, variant, thresholds, command, args.out, lodo)
+            int8, path, report = _int8_model(source, float_graph, float_bytes, data, variant, thresholds, command, args.out, lodo, weak)
             written[f"int8_{variant.name}"] = {"path": path.name, "use": report["use"], "parity": report["passed"]}
             if not report["passed"]:
                 failed.append(f"int8 {variant.name} parity: AUROC difference {report['auroc_difference']:+.4f}, "
                               f"triage agreement {min(p['triage_agreement'] for p in report['operating_points'].values()):.4f}")
-            if variant is TENSORRT:
-                trt_bytes = int8
+            if variant is TENSORRT and report["passed"]:
                 problems = check_tensorrt_compatible(onnx.load_from_string(int8))
                 failed += [f"TensorRT compatibility: {p}" for p in problems]
-    if args.tensorrt:
+                trt_bytes = None if problems else int8
+    if args.tensorrt and trt_bytes is not None:
         trt_manifest = manifest_of(trt_bytes)
         engine, sidecar = build_engine(trt_bytes, trt_manifest, args.max_batch)
         engine_path = sibling(args.out, ".int8-tensorrt.engine")
@@ -168,13 +208,14 @@ def manifest_of(model_bytes: bytes):
     return ModelManifest.from_json(props[MANIFEST_KEY])
 
 
-def _int8_model(source, float_graph: bytes, float_bytes: bytes, data, variant, thresholds, command: str, out: Path, lodo: dict | None):
+def _int8_model(source, float_graph: bytes, float_bytes: bytes, data, variant, thresholds, command: str, out: Path, lodo: dict | None,
+                weak: dict | None):
     """Quantize, embed the manifest, write the model and its parity report. For the CPU model the
     LSTM is dynamically quantized only where that is measured to be faster (runs interleaved)."""
     made = []
     for candidate in [variant] if variant is not CPU else [CPU, CPU_LSTM]:
         int8_graph, description = quantize(float_graph, source, data.calibration, candidate, data.note)
-        made.append((with_manifest(int8_graph, build_manifest(source, (command,), variant=description, lodo=lodo)), description))
+        made.append((with_manifest(int8_graph, build_manifest(source, (command,), variant=description, lodo=lodo, weak=weak)), description))
     alternative = None
     if len(made) > 1:
         latencies = paired_latency_ms([m for m, _ in made], next(data.evaluation.batches(1)))
@@ -197,7 +238,10 @@ def _int8_model(source, float_graph: bytes, float_bytes: bytes, data, variant, t
     else:
         report["use"] = f"ONNX Runtime on CPU: {1 / ratio:.2f}x faster than float at batch 1, one thread"
     path = sibling(out, f".int8-{variant.name}.onnx")
-    path.write_bytes(int8)
+    if report["passed"]:
+        path.write_bytes(int8)
+    else:  # a model that failed its parity check is not left on disk to be loaded
+        report["use"] = f"not written: it failed its parity check against the float model ({path.name} does not exist)"
     _write_json(path.with_name(path.stem + ".parity.json"), report)
     print(f"pcg-export: {path} ({report['size_ratio']:.2f}x size, {ratio:.2f}x latency), AUROC {report['auroc_float']:.4f} -> "
           f"{report['auroc_int8']:.4f}, triage agreement {min(p['triage_agreement'] for p in report['operating_points'].values()):.4f}",

@@ -276,7 +276,7 @@ def _inference(source: ExportSource) -> dict:
 
 
 def build_manifest(source: ExportSource, commands: tuple[str, ...], variant: dict | None = None,
-                   lodo: dict | None = None) -> ModelManifest:
+                   lodo: dict | None = None, weak: dict | None = None) -> ModelManifest:
     """The manifest for `source`'s float graph; `variant` (e.g. int8 details) goes into `inference`,
     `lodo` (lodo_metrics) into `metrics["leave_one_database_out"]` and its command into `commands`."""
     frontend = source.frontend
@@ -308,7 +308,7 @@ def build_manifest(source: ExportSource, commands: tuple[str, ...], variant: dic
         inputs=inputs, outputs=outputs, class_names=class_names,
         operating_points=_operating_points(source), default_operating_point="cost_optimal",
         inference=inference, training_data=_training_data(source),
-        metrics={**_metrics(source), **({"leave_one_database_out": lodo} if lodo else {})},
+        metrics={**_metrics(source), **({"leave_one_database_out": lodo} if lodo else {}), **({"weak_model": weak} if weak else {})},
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), code_version=code_version(),
         sites_trained=sites_trained(source),
         metadata_features=METADATA_FEATURES if uses_metadata else (),

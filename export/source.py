@@ -114,8 +114,24 @@ def load_source(path: Path) -> ExportSource:
         except (KeyError, RuntimeError, OSError, EOFError) as exc:
             raise SourceError(f"{p}: not a pcg-train checkpoint ({type(exc).__name__}: {exc})") from None
     checkpoints = [c for _, c in loaded]
+    run = _read_run(run_dir)
+    if path.is_dir():
+        _check_one_run(path, [p.parent.name for p in fold_paths], run)
     configs = {json.dumps(c["model_config"], sort_keys=True) for c in checkpoints}
     if len(configs) > 1:
         raise SourceError(f"{path}: the folds have different model configs; export one fold's model.pt instead")
     graph = ensemble_from(loaded)
-    return ExportSource(path, graph, checkpoints, [p.parent for p in fold_paths], run_dir, _read_run(run_dir))
+    return ExportSource(path, graph, checkpoints, [p.parent for p in fold_paths], run_dir, run)
+
+
+def _check_one_run(path: Path, folds: list[str], run: dict | None) -> None:
+    """The fold models found must be exactly the run's folds: a folder that holds folds of an earlier
+    run (trained into the same --out with other folds) would otherwise ship a mixed ensemble under
+    the new run's metrics."""
+    if run is None:
+        raise SourceError(f"{path}: no metrics.json: the fold models cannot be checked to be one finished run; "
+                          "export a finished pcg-train run, or one fold's model.pt")
+    reported = sorted(run.get("summary", {}).get("folds", {}))
+    if sorted(folds) != reported:
+        raise SourceError(f"{path}: fold models {', '.join(sorted(folds))} but the run's metrics.json reports folds "
+                          f"{', '.join(reported) or 'none'}: the folder mixes runs; retrain into a new --out")

@@ -104,8 +104,13 @@ def _metric_blocks(metrics: dict):
 
 
 def model_limits(manifest: ModelManifest, demographics: Demographics | None, sites: list[str]) -> list[str]:
-    """Sentences for the operator: what was recorded that this model cannot use."""
+    """Sentences for the operator: what was recorded that this model cannot use, and a model exported
+    below the quality floor (pcg-export --allow-weak-model)."""
     notes = []
+    weak = manifest.metrics.get("weak_model") if isinstance(manifest.metrics, dict) else None
+    if isinstance(weak, dict):
+        notes.append(f"weak model: its cross-validated AUROC ({weak.get('pooled_auroc', float('nan')):.2f}) is below "
+                     f"{weak.get('threshold', 0.6):.2f}; it was exported only by explicit override and is not fit for screening decisions")
     if not manifest.uses_metadata:
         notes.append("the model was trained without demographics: age group, sex, height, weight and pregnancy "
                      "do not change its result")
