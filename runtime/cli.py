@@ -223,6 +223,89 @@ def describe_quality(recording) -> str:
     return f"{head} - good" if q.ok else f"{head} - RETAKE: {'; '.join(q.messages)}"
 
 
+def describe_open_visit(interrupted) -> str:
+    """Who an open visit is for, in the words an operator checks against the child in front of them."""
+    d = interrupted.patient.demographics
+    known = [d.age_group, d.sex, f"{d.height_cm:g} cm" if d.height_cm else None, f"{d.weight_kg:g} kg" if d.weight_kg else None,
+             "pregnant" if d.pregnant else None]
+    done = sorted({r.site for r in interrupted.recordings if r.status == "complete"})
+    return (f"patient {interrupted.patient.code} ({', '.join(k for k in known if k) or 'no details given'}), "
+            f"visit started {interrupted.session.created_at[:16].replace('T', ' ')} UTC, sites done: {', '.join(done) or 'none'}")
+
+
+def details_differ(stored: Demographics, given: dict) -> list[str]:
+    """The fields given on this run that contradict the open visit's patient."""
+    differ = []
+    for key, value in given.items():
+        if key in ("consent",) or value is None:
+            continue
+        kept = getattr(stored, key)
+        if kept is not None and (kept != value if not isinstance(value, float) else abs(kept - value) > 0.5):
+            differ.append(f"{key.replace('_cm', '').replace('_kg', '').replace('_', ' ')} {value} given, {kept} stored")
+        elif kept is None:
+            differ.append(f"{key.replace('_cm', '').replace('_kg', '').replace('_', ' ')} {value} given, unknown stored")
+    return differ
+
+
+def open_visit_to_continue(box, args, demographics: dict, consent, interactive: bool, say):
+    """A visit left open by a crash is continued only once the operator has confirmed it is the same
+    child: --resume CODE, or "yes" to the question on a terminal. Details given for this run that
+    contradict that child's are refused with a sentence; "no" (or --new-patient) closes the open
+    visit as unfinished, everything in it kept, and the new patient is registered. A run that asks
+    nothing and names no visit is refused while one is open: it cannot know who is being screened.
+    Consent belongs to the person: a resumed visit keeps its own patient's."""
+    open_visits = box.resumable()
+    if not open_visits:
+        return None
+    chosen = open_visits[-1]
+    if args.resume is not None:
+        from runtime.store import normalize_patient_code
+
+        try:
+            wanted = normalize_patient_code(args.resume)
+        except ValueError as exc:
+            raise InputError(f"--resume: {exc}") from None
+        matches = [v for v in open_visits if v.patient.code == wanted]
+        if not matches:
+            codes = ", ".join(v.patient.code for v in open_visits) or "none"
+            raise InputError(f"--resume {args.resume}: no open visit of that patient (open visits: {codes})")
+        chosen = matches[-1]
+    others = [v.patient.code for v in open_visits if v is not chosen]
+    if others:
+        say(f"other open visits (resume one with --resume CODE): {', '.join(others)}")
+    described = describe_open_visit(chosen)
+    if args.new_patient:
+        box.close_unfinished(chosen, "the operator registered another patient (--new-patient)")
+        say(f"closed the unfinished visit of {described}: everything recorded in it is kept; registering the new patient")
+        return None
+    if args.resume is None:
+        if not interactive:
+            raise InputError(f"an unfinished visit is open: {described}. This run asks nothing, so it cannot confirm that the "
+                             f"same child is being screened: continue that visit with --resume {chosen.patient.code}, or close it "
+                             "and register this patient with --new-patient")
+        print(f"An unfinished visit is open: {described}.")
+        same = ask("Is the child in front of you that patient? [y: continue that visit / n: new patient]: ",
+                   lambda t: parse_yes_no(t, "answer"))
+        while same is None:
+            same = ask("  please answer y or n: ", lambda t: parse_yes_no(t, "answer"))
+        if not same:
+            box.close_unfinished(chosen, "the operator said the child is another patient")
+            say(f"closed the unfinished visit of patient {chosen.patient.code} (everything recorded kept); registering the new patient")
+            return None
+    differ = details_differ(chosen.patient.demographics, demographics)
+    if differ:
+        raise InputError(f"the details given are not those of patient {chosen.patient.code} ({'; '.join(differ)}): a visit is "
+                         "continued only for the same child. Leave the details out to continue it, or use --new-patient to close "
+                         "it and register this child")
+    if consent is False:
+        say(f"note: consent was given with patient {chosen.patient.code}'s registration and stays theirs; --no-consent does not apply "
+            "to a continued visit")
+    visit = box.resume_visit(chosen)
+    say(f"resuming the interrupted visit of patient {visit.patient_code}: kept "
+        f"{', '.join(visit.sites) or 'no site'}; to record: {', '.join(box.remaining_sites(visit))}")
+    return visit
+
+
 def run_live(args, model, store) -> dict:
     interactive = sys.stdin.isatty() and not args.json and not args.yes
     view = TerminalView(live=sys.stdout.isatty() and not args.json)
@@ -233,29 +316,7 @@ def run_live(args, model, store) -> dict:
         status = box.connect()
         say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
         say(f"stethoscope on {args.device}: firmware {status['firmware']}, {status['rate_hz']} Hz")
-        visit = None
-        if store is not None and not args.new_patient:
-            open_visits = box.resumable()
-            chosen = open_visits[-1] if open_visits else None
-            if args.resume is not None:
-                from runtime.store import normalize_patient_code
-
-                try:
-                    wanted = normalize_patient_code(args.resume)
-                except ValueError as exc:
-                    raise InputError(f"--resume: {exc}") from None
-                matches = [v for v in open_visits if v.patient.code == wanted]
-                if not matches:
-                    codes = ", ".join(v.patient.code for v in open_visits) or "none"
-                    raise InputError(f"--resume {args.resume}: no open visit of that patient (open visits: {codes})")
-                chosen = matches[-1]
-            others = [v.patient.code for v in open_visits if v is not chosen]
-            if others:
-                say(f"other open visits (resume one with --resume CODE): {', '.join(others)}")
-            if chosen is not None:
-                visit = box.resume_visit(chosen)
-                say(f"resuming the interrupted visit of patient {visit.patient_code}: kept "
-                    f"{', '.join(visit.sites) or 'no site'}; to record: {', '.join(box.remaining_sites(visit))}")
+        visit = open_visit_to_continue(box, args, demographics, consent, interactive, say) if store is not None else None
         if visit is None:
             if interactive:
                 demographics = prompt_demographics(demographics)
@@ -340,8 +401,11 @@ def live_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-model", action="store_true", help="record without a model (no decision)")
     p.add_argument("--db", type=Path, default=None, help=f"store folder (SQLite + WAV; default {default_db()})")
     p.add_argument("--no-store", action="store_true", help="store nothing")
-    p.add_argument("--new-patient", action="store_true", help="do not resume an interrupted visit")
-    p.add_argument("--resume", metavar="CODE", help="resume this patient's open visit (default: the newest open visit)")
+    p.add_argument("--new-patient", action="store_true",
+                   help="this is a new patient: an unfinished visit left open is closed (everything in it kept), not continued")
+    p.add_argument("--resume", metavar="CODE",
+                   help="continue this patient's unfinished visit (after a crash or power cut); without it, a terminal asks "
+                        "whether the child is the open visit's patient and a run that asks nothing is refused")
     p.add_argument("--seconds", type=float, default=10.0, help="audio to record per site (default 10)")
     p.add_argument("--retakes", type=int, default=1, help="retakes allowed per site whose quality fails (default 1)")
     g = p.add_argument_group("patient (each may be left out: unknown)")

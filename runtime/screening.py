@@ -239,6 +239,15 @@ class ScreeningBox:
         self._log("session_resumed", {"patient": patient.code, "sites_kept": sorted(visit.sites)}, visit)
         return visit
 
+    def close_unfinished(self, interrupted, reason: str) -> None:
+        """Close a visit left open without a result, keeping everything recorded in it, because the
+        operator said the child now in front of them is someone else: nothing of the new patient
+        may go into it. The event log says why."""
+        self.store.close_session(interrupted.session)
+        self.store.log_event("session_closed_unfinished", {"patient": interrupted.patient.code, "reason": reason,
+                                                           "sites_recorded": sorted({r.site for r in interrupted.recordings})},
+                             session=interrupted.session)
+
     def remaining_sites(self, visit: Visit) -> list[str]:
         return [s for s in GUIDED_SITES if s not in visit.sites]
 

@@ -147,9 +147,15 @@ def test_a_process_killed_mid_recording_resumes_its_visit_after_restart(tmp_path
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
     assert victim.returncode == -signal.SIGKILL
-    done = subprocess.run([sys.executable, "-m", "runtime.cli", "--device", "sim", "--seconds", "1", "--speed", "20",
-                           "--yes", "--no-model", "--json", "--retakes", "0", "--db", str(root)], env=env, capture_output=True, text=True,
-                          timeout=120)
+    restart = [sys.executable, "-m", "runtime.cli", "--device", "sim", "--seconds", "1", "--speed", "20",
+               "--yes", "--no-model", "--json", "--retakes", "0", "--db", str(root)]
+    # a run that asks nothing cannot confirm who is in front of the stethoscope: refused, naming the visit
+    unconfirmed = subprocess.run(restart, env=env, capture_output=True, text=True, timeout=120)
+    assert unconfirmed.returncode == 2 and "an unfinished visit is open" in unconfirmed.stderr
+    with Store.open(root, read_only=True) as store:
+        (code,) = store.query("SELECT code FROM patients")[0]
+    assert f"--resume {code}" in unconfirmed.stderr and "sites done: AV" in unconfirmed.stderr
+    done = subprocess.run(restart + ["--resume", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert "resuming the interrupted visit" in done.stderr
@@ -228,3 +234,66 @@ def test_the_operator_chooses_which_open_visit_to_resume(tmp_path):
     with Store.open(root, read_only=True) as store:
         statuses = dict(store.query("SELECT p.code, s.status FROM sessions s JOIN patients p ON p.id = s.patient_id"))
     assert statuses == {codes[0]: "closed", codes[1]: "open"}
+
+
+def _crashed_visit(root: Path) -> str:
+    """Patient A registered with consent, visit open with AV complete: what a crash mid-PV leaves."""
+    with Store.open(root) as store:
+        patient = store.new_patient(Demographics(age_group="Child", sex="Female", height_cm=120.0, weight_kg=22.0), consent=True)
+        session = store.start_session(patient)
+        with store.start_recording(session, "AV", RATE) as writer:
+            writer.append(np.zeros(RATE, dtype=np.int16))
+        return patient.code
+
+
+def _sessions(root: Path) -> dict:
+    with Store.open(root, read_only=True) as store:
+        return {code: (status, age) for code, status, age in store.query(
+            "SELECT p.code, s.status, d.age_group FROM sessions s JOIN patients p ON p.id = s.patient_id "
+            "JOIN demographics d ON d.patient_id = p.id")}
+
+
+def test_another_patients_details_never_go_into_an_open_visit(tmp_path):
+    root = tmp_path / "db"
+    code_a = _crashed_visit(root)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    patient_b = [sys.executable, "-m", "runtime.cli", "--device", "sim", "--seconds", "1", "--speed", "20", "--no-model", "--json",
+                 "--retakes", "0", "--db", str(root), "--age-group", "Adolescent", "--sex", "M", "--height", "170", "--consent", "--yes"]
+    refused = subprocess.run(patient_b, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and code_a in refused.stderr and "--new-patient" in refused.stderr
+    assert _sessions(root) == {code_a: ("open", "Child")}  # nothing of B went anywhere
+    # naming A's visit with B's details is refused too, with the fields that differ
+    named = subprocess.run(patient_b + ["--resume", code_a], env=env, capture_output=True, text=True, timeout=120)
+    assert named.returncode == 2 and "not those of patient" in named.stderr and "age group Adolescent given, Child stored" in named.stderr
+    assert _sessions(root) == {code_a: ("open", "Child")}
+    # --new-patient: A's visit is closed with everything in it kept, and B is registered as B
+    new = subprocess.run(patient_b + ["--new-patient"], env=env, capture_output=True, text=True, timeout=120)
+    assert new.returncode == 0, new.stderr
+    code_b = json.loads(new.stdout)["patient_code"]
+    assert code_b != code_a and _sessions(root) == {code_a: ("closed", "Child"), code_b: ("closed", "Adolescent")}
+    with Store.open(root, read_only=True) as store:
+        kept = store.query("SELECT COUNT(*) FROM recordings r JOIN sessions s ON s.id = r.session_id "
+                           "JOIN patients p ON p.id = s.patient_id WHERE p.code = ?", (code_a,))[0][0]
+        events = [json.loads(d) for k, d in store.query("SELECT kind, detail FROM device_events") if k == "session_closed_unfinished"]
+    assert kept == 1 and events[0]["patient"] == code_a and "--new-patient" in events[0]["reason"]
+
+
+@pytest.mark.parametrize("answer, continued", [("y\n", True), ("n\n", False), ("\nmaybe\nn\n", False)])
+def test_the_terminal_asks_whether_the_child_is_the_open_visits_patient(tmp_path, monkeypatch, capsys, answer, continued):
+    import io
+    from types import SimpleNamespace
+
+    from runtime.cli import open_visit_to_continue
+
+    root = tmp_path / "db"
+    code_a = _crashed_visit(root)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(answer))
+    args = SimpleNamespace(resume=None, new_patient=False)
+    with Store.open(root) as store, ScreeningBox("unused", store=store) as box:
+        visit = open_visit_to_continue(box, args, {}, None, True, print)
+    shown = capsys.readouterr().out
+    assert f"An unfinished visit is open: patient {code_a} (Child, Female, 120 cm, 22 kg" in shown and "sites done: AV" in shown
+    assert (visit is not None) == continued
+    assert _sessions(root)[code_a][0] == ("open" if continued else "closed")
+    if continued:
+        assert visit.patient_code == code_a and list(visit.sites) == ["AV"]
