@@ -79,7 +79,7 @@ def test_a_partition_patient_missing_from_the_data_is_noted_not_silently_dropped
     assert len(notes) == 1 and "ghost" in notes[0]
     assert sorted(np.concatenate([f.test for f in folds]).tolist()) == list(range(len(examples)))
     with pytest.raises(DataError):
-        folds_from_partition(examples[:-1] + [examples[-1]], "outcome", tmp_path / "missing.json")
+        folds_from_partition(examples, "outcome", tmp_path / "missing.json")  # no such partition file
 
 
 def test_the_joint_model_gives_its_own_outcome_and_a_murmur_distribution(tiny_dataset, tmp_path):

@@ -29,11 +29,6 @@ from trainer.summary import FoldOutcome
 PROMOTE_AUROC, PROMOTE_COST = 0.02, -300.0
 
 
-def seed_of(run: Path) -> int:
-    body = json.loads((run / "metrics.json").read_text())
-    return int(body["settings"]["train"]["seed"])
-
-
 def run_figures(run: Path) -> dict:
     body = json.loads((run / "metrics.json").read_text())
     pooled, folds = body["summary"]["pooled"], body["summary"]["folds"]
@@ -90,7 +85,7 @@ def compare(configs: dict[str, list[Path]]) -> dict:
     names = list(configs)
     baseline = names[0]
     result: dict = {"baseline": baseline, "configurations": {}}
-    figures = {name: {seed_of(r): run_figures(r) for r in runs} for name, runs in configs.items()}
+    figures = {name: {f["seed"]: f for f in map(run_figures, runs)} for name, runs in configs.items()}
     for name, runs in configs.items():
         per_seed = figures[name]
         summary = {"seeds": sorted(per_seed), "runs": [str(r) for r in runs], "per_seed": per_seed}
