@@ -63,11 +63,16 @@ def _measure(body: dict, name: str, bounds: tuple[float, float], unit: str, erro
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         errors[name] = field_error("number", f"must be a number in {unit}, or empty if unknown")
         return None
-    if not math.isfinite(value) or not low <= value <= high:
-        errors[name] = field_error("range", f"{value:g} {unit} is outside the plausible range {low:g} to {high:g} {unit}",
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        number = math.inf
+    if not math.isfinite(number) or not low <= number <= high:
+        shown = f"{number:g}" if math.isfinite(number) else "a number this large"
+        errors[name] = field_error("range", f"{shown} {unit} is outside the plausible range {low:g} to {high:g} {unit}",
                                    min=low, max=high, unit=unit)
         return None
-    return float(value)
+    return number
 
 
 def parse_patient(body: object) -> Demographics:
@@ -114,7 +119,8 @@ def parse_recording(body: object, default_seconds: float | None) -> tuple[str, f
     seconds = body.get("seconds", default_seconds)
     if seconds is not None and (
         isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-        or not math.isfinite(seconds) or not 0 < seconds <= MAX_SECONDS_PER_SITE
+        or not 0 < seconds <= MAX_SECONDS_PER_SITE  # compares exactly, even for an integer of hundreds of digits
+        or not math.isfinite(seconds)
     ):
         errors["seconds"] = field_error("range", f"must be a number of seconds above 0 and at most "
                                         f"{MAX_SECONDS_PER_SITE:g}", min=0, max=MAX_SECONDS_PER_SITE)
@@ -133,8 +139,9 @@ def parse_export(query: dict[str, list[str]]) -> tuple[str, int | None]:
     after_seq = None
     if "after_seq" in query:
         text = query["after_seq"]
-        if len(text) != 1 or not text[0].isdigit():
-            errors["after_seq"] = field_error("number", "must be a whole number >= 0 (the max_seq of an earlier export)")
+        if len(text) != 1 or not (text[0].isascii() and text[0].isdigit()) or len(text[0]) > 18:
+            errors["after_seq"] = field_error(
+                "number", "must be a whole number from 0 to 999999999999999999 (the max_seq of an earlier export)")
         else:
             after_seq = int(text[0])
     if errors:

@@ -18,12 +18,21 @@ the loopback (a web page elsewhere cannot reach it by DNS rebinding). Any other 
 an access token of at least 16 characters. With a token (required there, optional on loopback)
 every request carries it: as a cookie, set by opening `/?token=...` once, or as
 `Authorization: Bearer ...`.
+
+Hostile clients (the port is reachable by anything on the loopback, or the LAN with a token): a
+client has REQUEST_DEADLINE_S to deliver a whole request (line, headers, body), counted from the
+moment the server waits for it, so a connection that sends nothing or trickles a byte at a time
+is closed; at most MAX_CONNECTIONS are open, and when a new one would pass that, the one that has
+waited longest for its request is closed to make room (a client that sends its request at once
+is never the one waiting longest). Malformed requests get a 4xx with a plain sentence; an
+unexpected failure gets a 500 that names no internals (the details go to the box's log).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import hmac
 import io
 import ipaddress
@@ -60,6 +69,10 @@ CLIENT_CHECK_S = 1.0  # how soon a closed event stream is noticed when nothing i
 IDLE_STATUS_S = 2.0
 CALL_TIMEOUT_S = 120.0
 MAX_EVENT_STREAMS = 16  # browsers open one each; more means something is wrong
+REQUEST_DEADLINE_S = 10.0  # to deliver a whole request once the server waits for one (keep-alive idle included)
+SOCKET_TIMEOUT_S = 10.0  # any single read or write on a connection
+MAX_CONNECTIONS = 64  # open at once (a kiosk has a handful of browsers); well under the box's 1,024 open files
+REAPER_INTERVAL_S = 0.25
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -314,10 +327,101 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
     return files
 
 
+class _Connections:
+    """The open connections and what each is doing: "waiting" for a request (since when), "working"
+    on one, or "streaming" events. Closes those that wait past the deadline, and the one waiting
+    longest when a new connection would pass the limit."""
+
+    def __init__(self, limit: int, deadline_s: float):
+        self.limit = limit
+        self.deadline_s = deadline_s
+        self._lock = threading.Lock()
+        self._phase: dict[socket.socket, tuple[str, float]] = {}
+        self.closed_for_deadline = 0
+        self.closed_for_room = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._phase)
+
+    def admit(self, connection: socket.socket) -> None:
+        with self._lock:
+            if len(self._phase) >= self.limit:
+                waiting = [(since, c) for c, (phase, since) in self._phase.items() if phase == "waiting"]
+                if waiting:
+                    _, oldest = min(waiting, key=lambda pair: pair[0])
+                    self._phase[oldest] = ("closing", 0.0)
+                    self.closed_for_room += 1
+                    _hang_up(oldest)
+            self._phase[connection] = ("waiting", time.monotonic())
+
+    def mark(self, connection: socket.socket, phase: str) -> None:
+        with self._lock:
+            if connection in self._phase and self._phase[connection][0] != "closing":
+                self._phase[connection] = (phase, time.monotonic())
+
+    def forget(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._phase.pop(connection, None)
+
+    def reap(self) -> None:
+        """Close every connection that has waited past the deadline for its request."""
+        now = time.monotonic()
+        with self._lock:
+            late = [c for c, (phase, since) in self._phase.items()
+                    if phase == "waiting" and now - since > self.deadline_s]
+            for connection in late:
+                self._phase[connection] = ("closing", 0.0)
+        self.closed_for_deadline += len(late)
+        for connection in late:
+            _hang_up(connection)
+
+
+def _hang_up(connection: socket.socket) -> None:
+    """Unblock the handler thread reading from `connection`; it then closes it."""
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
     kiosk: KioskServer
+    connections: _Connections
+
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                time.sleep(0.1)  # out of file descriptors: wait for some to close instead of spinning on accept
+            raise
+
+    def process_request(self, request, client_address):
+        self.connections.admit(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread could be started for it
+            self.connections.forget(request)
+            self.shutdown_request(request)
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.forget(request)
+
+    def handle_error(self, request, client_address) -> None:
+        """A connection failed outside the routes (a client hung up, a socket timed out): nothing to
+        say to anyone, and no traceback for the journal."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            print(f"pcg-kiosk: connection from {client_address[0]}: {type(exc).__name__}: {exc}", file=sys.stderr,
+                  flush=True)
 
 
 class KioskServer:
@@ -355,6 +459,8 @@ class KioskServer:
         self.static = _load_static()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.connections = _Connections(MAX_CONNECTIONS, REQUEST_DEADLINE_S)
+        self._stopping = threading.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -363,19 +469,27 @@ class KioskServer:
         server_class = type("KioskHTTPServer", (_HTTPServer,), {"address_family": family})
         self._httpd = server_class((self.host, self.port), KioskHandler)
         self._httpd.kiosk = self
+        self._httpd.connections = self.connections
         self.port = self._httpd.server_address[1]
         try:
             self.worker.start()
         except BaseException:
             self._httpd.server_close()
             raise
+        self._reaper = threading.Thread(target=self._reap_connections, name="pcg-kiosk-reaper", daemon=True)
+        self._reaper.start()
         self.connect_device()
         self.worker.submit(self._resume_interrupted_visit)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="pcg-kiosk-http", daemon=True)
         self._thread.start()
         return self
 
+    def _reap_connections(self) -> None:
+        while not self._stopping.wait(REAPER_INTERVAL_S):
+            self.connections.reap()
+
     def stop(self) -> None:
+        self._stopping.set()
         self.state.cancel.set()
         self.hub.close()
         if self._httpd is not None:
@@ -609,6 +723,7 @@ class KioskHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "pcg-kiosk"
     sys_version = ""
+    timeout = SOCKET_TIMEOUT_S
     server: _HTTPServer
 
     @property
@@ -617,6 +732,20 @@ class KioskHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:
         """Quiet: the field box's journal should not fill with every request."""
+
+    def handle_one_request(self) -> None:
+        self.server.connections.mark(self.connection, "waiting")  # the request deadline starts now
+        super().handle_one_request()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's refusals (a request line or header too long, too many headers, a
+        malformed request line): a plain sentence as JSON, and the connection closed."""
+        self.close_connection = True
+        text = message or self.responses.get(code, ("error",))[0]
+        try:
+            self._json({"error": f"malformed request: {text}"}, code, extra={"Connection": "close"})
+        except OSError:
+            pass
 
     # --- dispatch --------------------------------------------------------------------------
 
@@ -634,6 +763,8 @@ class KioskHandler(BaseHTTPRequestHandler):
                 return self._json({"error": "this kiosk answers only on the loopback address it was opened on"}, 421)
             if self.kiosk.token is not None and not self._authorized(url.path, query):
                 return None
+            if method == "GET":
+                self.server.connections.mark(self.connection, "working")
             route = _ROUTES.get((method, url.path))
             if route is None and method == "GET" and url.path in self.kiosk.static:
                 return self._static(url.path)
@@ -647,8 +778,9 @@ class KioskHandler(BaseHTTPRequestHandler):
                 return self._json({"error": f"no such page or API: {url.path}"}, 404)
             if method == "POST":
                 body = self._read_json()
-                if body is None:
+                if body is _REFUSED:
                     return None
+                self.server.connections.mark(self.connection, "working")
                 return route(self, body)
             return route(self, query)
         except FieldErrors as exc:
@@ -661,11 +793,17 @@ class KioskHandler(BaseHTTPRequestHandler):
             return self._json({"error": str(exc), "errors": {"store": field_error("low_disk_space", str(exc))}}, 507)
         except StoreError as exc:
             return self._json({"error": str(exc)}, 409)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError as exc:  # the client hung up or stopped reading: nobody to answer
+            self.close_connection = True
+            if not isinstance(exc, (BrokenPipeError, ConnectionResetError, TimeoutError)):
+                print(f"pcg-kiosk: {self.command} {url.path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             return None
-        except Exception as exc:  # the runtime refused or failed: say what happened rather than drop the request
+        except Exception as exc:
             print(f"pcg-kiosk: {self.command} {url.path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            return self._json({"error": f"{exc}" or type(exc).__name__}, 500)
+            if type(exc).__module__.split(".")[0] in ("runtime", "firmware_bridge") and str(exc):
+                return self._json({"error": str(exc)}, 500)  # the runtime's own refusal: a sentence for the operator
+            return self._json({"error": "the box failed to do this (an internal error, written to its log); "
+                                        "try again, and restart the box if it happens again"}, 500)
 
     def _host_allowed(self) -> bool:
         if self.kiosk.token is not None:
@@ -713,23 +851,38 @@ class KioskHandler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(data, allow_nan=False).encode(), "application/json", extra)
 
     def _read_json(self):
+        """The request's JSON body, or _REFUSED once a refusal has been sent."""
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
-        length = self.headers.get("Content-Length", "")
-        if not length.isdigit():
+        length = self.headers.get("Content-Length", "").strip()
+        if not (length.isascii() and length.isdigit()):
             self.close_connection = True
-            return self._json({"error": "a POST needs a Content-Length"}, 411)
-        if int(length) > MAX_BODY_BYTES:
+            self._json({"error": "a POST needs a Content-Length: a whole number of bytes"}, 411)
+            return _REFUSED
+        if len(length) > 9 or int(length) > MAX_BODY_BYTES:
             self.close_connection = True
-            return self._json({"error": f"request body over {MAX_BODY_BYTES} bytes"}, 413)
+            self._json({"error": f"request body over {MAX_BODY_BYTES} bytes"}, 413)
+            return _REFUSED
         raw = self.rfile.read(int(length))
+        if len(raw) < int(length):
+            self.close_connection = True
+            self._json({"error": "the request body ended before its Content-Length"}, 400)
+            return _REFUSED
         if content_type != "application/json":
             # also what keeps a plain HTML form on another site from posting here
-            return self._json({"error": "send the request body as application/json"}, 415)
+            self._json({"error": "send the request body as application/json"}, 415)
+            return _REFUSED
+        problem = None
         try:
-            return json.loads(raw or b"{}")
+            return json.loads(raw or b"{}", parse_constant=_refuse_constant)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return self._json({"error": f"the request body is not valid JSON: {exc}",
-                               "errors": {"body": field_error("json", str(exc))}}, 400)
+            problem = str(exc)
+        except RecursionError:
+            problem = "nested too deeply"
+        except ValueError as exc:  # a number of thousands of digits, NaN or Infinity
+            problem = str(exc).split(";")[0]
+        self._json({"error": f"the request body is not valid JSON: {problem}",
+                    "errors": {"body": field_error("json", problem)}}, 400)
+        return _REFUSED
 
     def _static(self, path: str) -> None:
         body, content_type = self.kiosk.static[path]
@@ -759,6 +912,7 @@ class KioskHandler(BaseHTTPRequestHandler):
             return self._json({"error": f"too many open event streams (at most {MAX_EVENT_STREAMS}); close other tabs"},
                               503, extra={"Retry-After": "5"})
         self.close_connection = True
+        self.server.connections.mark(self.connection, "streaming")
         try:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -817,6 +971,13 @@ class KioskHandler(BaseHTTPRequestHandler):
     def _post_connect(self, body) -> None:
         self.kiosk.connect_device()
         self._json({"state": "connecting"}, 202)
+
+
+_REFUSED = object()
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number")
 
 
 def _sse(event: dict) -> bytes:
