@@ -10,8 +10,9 @@ are standardized with `MetadataStats` fitted on the training fold only, and the 
 to +-5 so one odd record cannot dominate a layer.
 
 Implausible values are a boundary problem: `check_demographics` lists them with a message (the
-field program refuses the input); `sanitize_demographics` turns them into "unknown" (the trainer
-does this for dataset records and reports each one).
+field program refuses the input), including a height or weight implausible for the age group;
+`sanitize_demographics` turns the fields outside their absolute range into "unknown" (the trainer
+does this for dataset records and reports every problem, the age-group ones included).
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ HEIGHT_RANGE_CM = (30.0, 230.0)
 WEIGHT_RANGE_KG = (0.5, 250.0)
 #: Age groups in which a pregnancy is plausible.
 PREGNANCY_AGE_GROUPS = ("Adolescent", "Young adult")
+#: Inclusive plausible (height cm, weight kg) ranges within each age group: wide (beyond the growth
+#: charts' extremes, and holding every CirCor record but two Child entry errors, 35 cm and 4.2 kg), so only entry errors fail.
+AGE_GROUP_RANGES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "Neonate": ((30.0, 70.0), (0.5, 8.0)),          # birth to 27 days
+    "Infant": ((35.0, 105.0), (1.0, 25.0)),         # 28 days to 1 year
+    "Child": ((55.0, 185.0), (5.0, 130.0)),         # 1 to 11 years
+    "Adolescent": ((100.0, 230.0), (15.0, 250.0)),  # 12 to 18 years
+    "Young adult": ((120.0, 230.0), (25.0, 250.0)),  # 18 to 21 years
+}
 Z_CLIP = 5.0
 
 
@@ -106,6 +116,11 @@ def check_demographics(demo: Demographics) -> list[str]:
             continue
         if not math.isfinite(value) or not low <= value <= high:
             problems.append(f"{name} {value} {unit} is outside the plausible range {low:g} to {high:g} {unit}")
+        elif demo.age_group in AGE_GROUP_RANGES:
+            group_low, group_high = AGE_GROUP_RANGES[demo.age_group][0 if name == "height" else 1]
+            if not group_low <= value <= group_high:
+                problems.append(f"{name} {value:g} {unit} is implausible for age group {demo.age_group} "
+                                f"(expected {group_low:g} to {group_high:g} {unit}); check the age group and the {name}")
     if demo.pregnant:
         if demo.sex == "Male":
             problems.append("pregnancy recorded for a male patient")

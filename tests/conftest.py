@@ -10,6 +10,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PCG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 PHYSIONET2016 = SHARED_DATA / "physionet2016"
+CIRCOR = SHARED_DATA / "circor"
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +19,11 @@ def physionet2016_root() -> Path:
     if not (PHYSIONET2016 / "training-a" / "REFERENCE.csv").is_file():
         pytest.skip(f"shared data absent: no PhysioNet 2016 tree at {PHYSIONET2016} (set PCG_SHARED_DATA)")
     return PHYSIONET2016
+
+
+@pytest.fixture(scope="session")
+def circor_root() -> Path:
+    """The shared CirCor tree (the children), read in place; skips with the reason when it is absent."""
+    if not (CIRCOR / "training_data.csv").is_file():
+        pytest.skip(f"shared data absent: no CirCor tree at {CIRCOR} (set PCG_SHARED_DATA)")
+    return CIRCOR

@@ -90,3 +90,25 @@ def test_batch_shape():
     assert encode_batch([], MetadataStats()).shape == (0, METADATA_DIM)
     batch = encode_batch([Demographics(), Demographics(sex="Male")], MetadataStats())
     assert batch.shape == (2, METADATA_DIM) and not math.isnan(batch.sum())
+
+
+def test_height_and_weight_are_checked_against_the_age_group():
+    """A neonate of 229 cm and 249 kg passes the absolute ranges but not its age group's."""
+    problems = check_demographics(Demographics("Neonate", "Male", 229.0, 249.0, None))
+    assert len(problems) == 2
+    assert "height 229 cm is implausible for age group Neonate" in problems[0]
+    assert "weight 249 kg is implausible for age group Neonate" in problems[1]
+    assert check_demographics(Demographics("Adolescent", "Male", 229.0, 249.0, None)) == []
+    assert check_demographics(Demographics(None, "Male", 229.0, 249.0, None)) == []  # unknown age: absolute range only
+
+
+def test_the_age_group_ranges_hold_the_shared_children(circor_root):
+    """Every CirCor record but two entry errors (a Child of 35 cm, another of 4.2 kg: a newborn's
+    measures) is plausible for its age group; the trainer reports both as data problems."""
+    from runtime.formats import load_dataset
+
+    flagged = [(p.patient_id, problem) for p in load_dataset(circor_root).patients
+               for problem in check_demographics(p.demographics) if "implausible for age group" in problem]
+    assert len({patient for patient, _ in flagged}) == 2
+    assert [problem.split(" (")[0] for _, problem in flagged] == [
+        "height 35 cm is implausible for age group Child", "weight 4.2 kg is implausible for age group Child"]
