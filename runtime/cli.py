@@ -91,8 +91,16 @@ def demographics_from_file(path: Path) -> tuple[dict, bool | None]:
     and optionally consent (true/false)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"--demographics {path}: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"--demographics {path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"--demographics {path}: not a UTF-8 text file; save it as UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--demographics {path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InputError(f"--demographics {path}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # a number of thousands of digits
+        raise InputError(f"--demographics {path}: not valid JSON ({str(exc).split(';')[0]})") from None
     if not isinstance(data, dict):
         raise InputError(f"--demographics {path}: expected a JSON object")
     unknown = sorted(set(data) - set(DEMOGRAPHIC_KEYS))
@@ -194,8 +202,13 @@ class TerminalView:
             if event["state"] == "disconnected":
                 print(f"{end}  stethoscope disconnected ({event.get('error', '')}): reconnecting, the recording is kept",
                       file=sys.stderr)
-            else:
+            elif event["state"] == "restarted":
+                print(f"{end}  the stethoscope restarted while recording {event.get('site', 'this site')}: what was "
+                      "recorded is kept and the site is recorded again from the start", file=sys.stderr)
+            elif "away_s" in event:
                 print(f"  stethoscope reconnected after {event['away_s']:.1f} s: recording goes on", file=sys.stderr)
+            else:
+                print(f"  stethoscope {event['state']}", file=sys.stderr)
 
 
 def wait_for_operator(box, site: str, interactive: bool) -> None:
@@ -317,6 +330,7 @@ def run_live(args, model, store) -> dict:
         say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
         say(f"stethoscope on {args.device}: firmware {status['firmware']}, {status['rate_hz']} Hz")
         visit = open_visit_to_continue(box, args, demographics, consent, interactive, say) if store is not None else None
+        args.visit = visit
         if visit is None:
             if interactive:
                 demographics = prompt_demographics(demographics)
@@ -324,6 +338,7 @@ def run_live(args, model, store) -> dict:
                     consent = ask("Guardian consent to store the recording and result? [y/n]: ",
                                   lambda t: parse_yes_no(t, "consent"))
             visit = box.begin_patient(Demographics(**demographics), consent=bool(consent) and store is not None)
+            args.visit = visit
             say(f"patient code {visit.patient_code}" + ("" if visit.session_id else
                 " (not stored: " + ("no consent" if store is not None else "--no-store") + ")"))
         if model is not None:
@@ -382,7 +397,11 @@ def load_model(args):
         return None
     from runtime.inference import Model
 
-    return Model.load(args.model or os.environ.get("PCG_SCREEN_MODEL") or None, backend=args.backend)
+    model = Model.load(args.model or os.environ.get("PCG_SCREEN_MODEL") or None, backend=args.backend)
+    points = model.manifest.operating_points
+    if args.operating_point is not None and args.operating_point not in points:
+        raise InputError(f"--operating-point {args.operating_point!r} is not one of this model's: {', '.join(points)}")
+    return model
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -436,10 +455,16 @@ def live_parser() -> argparse.ArgumentParser:
 def main_live(argv: list[str]) -> int:
     parser = live_parser()
     args = parser.parse_args(argv)
-    if args.seconds <= 0:
-        parser.error("--seconds must be positive")
-    if args.retakes < 0:
-        parser.error("--retakes must be >= 0")
+    if not 0 < args.seconds <= 120:
+        parser.error("--seconds must be above 0 and at most 120")
+    if not 0 <= args.retakes <= 10:
+        parser.error("--retakes must be from 0 to 10")
+    if not 0 < args.speed <= 1000:
+        parser.error("--speed (times real time, for the virtual stethoscope) must be above 0 and at most 1000")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be from 0 to 65535 (0: any free port); got {args.port}")
+    if args.baud <= 0:
+        parser.error(f"--baud must be a positive number of bits per second; got {args.baud}")
     try:
         fields, consent = ({}, None) if args.demographics is None else demographics_from_file(args.demographics)
         fields.update(demographics_from_flags(args))
@@ -447,7 +472,22 @@ def main_live(argv: list[str]) -> int:
         parser.error(str(exc))
     args.fields = fields
     args.consent_value = args.consent_flag if args.consent_flag is not None else consent
+    args.visit = None
     model = load_model(args)
+    try:
+        return _live(args, model)
+    except KeyboardInterrupt:
+        visit = args.visit
+        print("\npcg-runtime: stopped (Ctrl-C); what was recorded is kept", file=sys.stderr, end="")
+        if visit is not None and visit.session_id is not None:
+            print(f". Patient {visit.patient_code}'s visit stays open: continue it with --resume {visit.patient_code}, "
+                  "or start another patient with --new-patient", file=sys.stderr)
+        else:
+            print(file=sys.stderr)
+        return 130
+
+
+def _live(args, model) -> int:
     with ExitStack() as stack:
         try:
             store = None
@@ -583,11 +623,18 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
+    name = f"pcg-runtime{' ' + command if command else ''}"
     try:
         return COMMANDS[command](argv[1:]) if command else main_live(argv)
     except ModelError as exc:  # every command loads the model the same way (load_model)
-        print(f"pcg-runtime{' ' + command if command else ''}: model refused: {exc}", file=sys.stderr)
+        print(f"{name}: model refused: {exc}", file=sys.stderr)
         return 3
+    except InputError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{name}: stopped (Ctrl-C); what was written so far is kept", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

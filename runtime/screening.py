@@ -30,7 +30,7 @@ from runtime.metadata import check_demographics
 from runtime.quality import QualityMonitor, SiteQuality, assess
 from runtime.records import Demographics
 from runtime.sites import GUIDED_SITES, SITES
-from runtime.store import InvalidDemographicsError, Store, new_patient_code
+from runtime.store import DiskFullError, InvalidDemographicsError, LowDiskSpaceError, Store, new_patient_code
 from runtime.triage import (
     TriageResult,
     decide,
@@ -152,6 +152,7 @@ class ScreeningBox:
         self.battery_pct: int | None = None
         self.connected = False
         self.reconnects = 0
+        self.events_not_logged = 0  # device events a full disk kept out of the log
 
     # -- device ----------------------------------------------------------------------------------
 
@@ -191,11 +192,13 @@ class ScreeningBox:
 
     def close(self) -> None:
         if self.session is not None:
-            if self.store is not None and self.connected:
-                self._log("link_counters", self.session.decoder.stats.as_dict())
-            self.session.__exit__(None, None, None)
-            self.session = None
-        self.connected = False
+            try:
+                if self.store is not None and self.connected:
+                    self._log("link_counters", self.session.decoder.stats.as_dict())
+            finally:
+                self.session.__exit__(None, None, None)
+                self.session = None
+                self.connected = False
 
     def __enter__(self) -> ScreeningBox:
         return self
@@ -361,6 +364,7 @@ class ScreeningBox:
             if writer is not None:
                 reason = ("device_restart" if isinstance(exc, _StreamRestarted) else "operator_cancel"
                           if isinstance(exc, ScreeningError) and cancel is not None and cancel.is_set()
+                          else "operator_interrupt" if isinstance(exc, KeyboardInterrupt)
                           else f"error: {type(exc).__name__}")
                 writer.abort(reason)
             raise
@@ -432,7 +436,8 @@ class ScreeningBox:
         quality = {s: r.quality for s, r in visit.sites.items()}
         missing = tuple(s for s in GUIDED_SITES if s not in visit.sites)
         if self.model is None:
-            result = decide(None, quality, None, missing_sites=missing)
+            result = decide(None, quality, None, missing_sites=missing,
+                            stored=self.store is not None and visit.session_id is not None)
         else:
             manifest = self.model.manifest
             scored = {s: r.prediction for s, r in visit.sites.items() if r.prediction is not None}
@@ -471,10 +476,15 @@ class ScreeningBox:
                     "clipping": round(float(reading.clipped_fraction), 4), "waveform": waveform(pending)})
 
     def _log(self, kind: str, detail: dict, visit: Visit | None = None) -> None:
+        """Log a device event; a full disk loses the event, never what the operator is doing (the
+        recording in progress stops on its own DiskFullError, which must not be masked)."""
         if self.store is None:
             return
         session = self.store.session(visit.session_id) if visit is not None and visit.session_id else None
-        self.store.log_event(kind, detail, session=session)
+        try:
+            self.store.log_event(kind, detail, session=session)
+        except (DiskFullError, LowDiskSpaceError):
+            self.events_not_logged += 1
 
 
 def waveform(chunks: list[np.ndarray], points: int = WAVEFORM_POINTS) -> list[float]:

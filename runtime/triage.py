@@ -184,9 +184,10 @@ def operating_point(manifest: ModelManifest, name: str | None = None) -> tuple[s
 
 def decide(score: Score | None, quality: Mapping[str, object], manifest: ModelManifest | None,
            point: str | None = None, *, missing_sites: tuple[str, ...] = (), notes: list[str] | None = None,
-           model_info: dict | None = None) -> TriageResult:
+           model_info: dict | None = None, stored: bool = True) -> TriageResult:
     """The triage for one patient. `quality` maps site -> runtime.quality.SiteQuality;
-    `missing_sites` are guided sites that were not recorded at all (a RETAKE)."""
+    `missing_sites` are guided sites that were not recorded at all (a RETAKE); `stored` says
+    whether the recordings were kept (no store, or no consent: not)."""
     quality_dicts = {s: q.to_dict() for s, q in quality.items()}
     failed = {s: q for s, q in quality.items() if not q.ok}
     retake_reasons = [f"retake {s}: {'; '.join(q.messages) or ', '.join(q.reasons)}" for s, q in failed.items()]
@@ -201,8 +202,8 @@ def decide(score: Score | None, quality: Mapping[str, object], manifest: ModelMa
     if retake_reasons:
         return TriageResult("RETAKE", reason="; ".join(retake_reasons), **common)
     if manifest is None or score is None:
-        return TriageResult(None, reason="no model is loaded: the recording is stored, no screening decision was made",
-                            **common)
+        kept = "the recordings are stored" if stored else "nothing was stored"
+        return TriageResult(None, reason=f"no model is loaded: no screening decision was made ({kept})", **common)
     name, threshold = common["operating_point"], common["threshold"]
     if score.probability >= threshold:
         return TriageResult("REFER", reason=f"probability {score.probability:.2f} is at or above the {name} "

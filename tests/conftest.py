@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,22 @@ def circor_root() -> Path:
     if not (CIRCOR / "training_data.csv").is_file():
         pytest.skip(f"shared data absent: no CirCor tree at {CIRCOR} (set PCG_SHARED_DATA)")
     return CIRCOR
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 2 MiB tmpfs, mounted for the test and unmounted after; skips where mounting is not permitted."""
+    mount = shutil.which("mount")
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    if mount is None:
+        pytest.skip("no mount command: cannot make a small file system to fill")
+    done = subprocess.run([mount, "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        if subprocess.run(["umount", str(mountpoint)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(mountpoint)], check=True)

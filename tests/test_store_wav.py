@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import wave
 from pathlib import Path
 
@@ -85,25 +83,6 @@ def test_append_to_continues_after_the_last_whole_sample(tmp_path):
     out.close()
     n, samples = frames_on_disk(path)
     assert n == 80 and np.array_equal(samples, np.arange(80))
-
-
-@pytest.fixture
-def tiny_tmpfs(tmp_path):
-    """A 2 MiB tmpfs, mounted for the test and unmounted after; skips where mounting is not permitted."""
-    mount = shutil.which("mount")
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    if mount is None:
-        pytest.skip("no mount command: cannot make a small file system to fill")
-    done = subprocess.run([mount, "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
-    try:
-        yield mountpoint
-    finally:
-        if subprocess.run(["umount", str(mountpoint)]).returncode != 0:
-            subprocess.run(["umount", "-l", str(mountpoint)], check=True)
 
 
 def test_a_really_full_disk_stops_the_recording_with_a_valid_wav(tiny_tmpfs):

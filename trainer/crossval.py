@@ -304,8 +304,36 @@ def configs_from_args(args: argparse.Namespace, frontend: FrontEndConfig):
     return model_config, train_config
 
 
+def check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (exit 2, with the flag named) numbers no run could use, before any data is read."""
+    if args.folds != "lodo" and not (args.folds.isascii() and args.folds.isdigit() and 2 <= int(args.folds) <= 100):
+        parser.error(f"--folds must be a whole number from 2 to 100, or 'lodo'; got {args.folds!r}")
+    for name, value, low in (("--epochs", args.epochs, 1), ("--patience", args.patience, 1),
+                             ("--batch-size", args.batch_size, 2), ("--eval-crops", args.eval_crops, 1),
+                             ("--lr-step", args.lr_step, 1), ("--threads", args.threads, 1)):
+        if value < low:
+            parser.error(f"{name} must be at least {low}; got {value}")
+    for name, value, low, high in (("--lr", args.lr, 0.0, 1.0), ("--weight-decay", args.weight_decay, 0.0, 1.0),
+                                   ("--dropout", args.dropout, 0.0, 0.95), ("--mixup", args.mixup, 0.0, 10.0),
+                                   ("--extra-share", args.extra_share, 0.0, 0.95)):
+        if not low <= value <= high or (name == "--lr" and value == 0):
+            parser.error(f"{name} must be in [{low:g}, {high:g}]" + (" and above 0" if name == "--lr" else "")
+                         + f"; got {value:g}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_numbers(parser, args)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"\npcg-train: stopped (Ctrl-C); the folds already finished are kept in {args.out}: "
+              "run the same command with --resume to go on", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     frontend = FrontEndConfig()
     started = time.perf_counter()
     try:

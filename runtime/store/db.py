@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import uuid
@@ -242,10 +243,12 @@ class Store:
             conn.execute("INSERT OR IGNORE INTO store_info VALUES ('store_id', ?)", (str(uuid.uuid4()),))
             if created:
                 fsync_dir(root)
-        except BaseException:
+        except BaseException as exc:
             if conn is not None:
                 conn.close()
             os.close(lock_fd)
+            if isinstance(exc, (sqlite3.OperationalError, sqlite3.DatabaseError, OSError)):
+                raise StoreError(_open_failure(root, exc)) from exc
             raise
         return cls(root, conn, lock_fd, **options)
 
@@ -578,9 +581,14 @@ class Store:
             detail_json = json.dumps(detail, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"event detail must be JSON-serializable: {exc}") from None
-        with self._transaction() as conn:
-            row = self._insert(conn, "device_events",
-                               {"session_id": session.id if session else None, "kind": kind, "detail": detail_json})
+        try:
+            with self._transaction() as conn:
+                row = self._insert(conn, "device_events",
+                                   {"session_id": session.id if session else None, "kind": kind, "detail": detail_json})
+        except sqlite3.OperationalError as exc:
+            if not _is_disk_full(exc):
+                raise
+            raise DiskFullError(f"the disk is full: the {kind} event could not be logged", samples_kept=0) from None
         return EventRecord(row["id"], row["seq"], row["created_at"], kind, detail, row["session_id"])
 
     # --- used by RecordingWriter and the exporters -------------------------------------------
@@ -712,6 +720,18 @@ class RecordingWriter:
             self.close()
         elif not self._wav.closed:
             self.abort(f"error: {exc_type.__name__}")
+
+
+def _open_failure(root: Path, exc: BaseException) -> str:
+    """What to tell the operator when the store cannot be opened for writing."""
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        free = None
+    if free is not None and free < 1_000_000:
+        return (f"cannot open the store at {root}: its disk is full ({free // 1024} KiB free); free some space "
+                "(export and move old recordings) and start again; nothing was lost")
+    return f"cannot open the store at {root}: {exc}; check the disk and its permissions"
 
 
 def _is_disk_full(exc: sqlite3.OperationalError) -> bool:
