@@ -43,6 +43,8 @@ INVALID_PATIENTS = [
     ({**VALID, "sex": "Male", "pregnant": True}, "pregnant", "implausible"),
     ({**VALID, "age_group": "Infant", "pregnant": True}, "pregnant", "implausible"),
     ({**VALID, "name": "Maria"}, "name", "unknown_field"),
+    ({**VALID, "age_group": "Neonate", "height_cm": 229, "weight_kg": 3}, "height_cm", "age_range"),
+    ({**VALID, "age_group": "Neonate", "height_cm": 50, "weight_kg": 249}, "weight_kg", "age_range"),
 ]
 
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import math
 
-from runtime.metadata import HEIGHT_RANGE_CM, PREGNANCY_AGE_GROUPS, WEIGHT_RANGE_KG, check_demographics
+from runtime.metadata import (
+    AGE_GROUP_RANGES,
+    HEIGHT_RANGE_CM,
+    PREGNANCY_AGE_GROUPS,
+    WEIGHT_RANGE_KG,
+    check_demographics,
+)
 from runtime.records import AGE_GROUPS, SEXES, Demographics
 from runtime.sites import GUIDED_SITES
 
@@ -89,6 +95,13 @@ def parse_patient(body: object) -> Demographics:
     sex = _choice(body, "sex", SEXES, errors)
     height = _measure(body, "height_cm", HEIGHT_RANGE_CM, "cm", errors)
     weight = _measure(body, "weight_kg", WEIGHT_RANGE_KG, "kg", errors)
+    if age_group in AGE_GROUP_RANGES:
+        for name, value, (low, high), unit in (("height_cm", height, AGE_GROUP_RANGES[age_group][0], "cm"),
+                                              ("weight_kg", weight, AGE_GROUP_RANGES[age_group][1], "kg")):
+            if value is not None and not low <= value <= high:
+                errors[name] = field_error(
+                    "age_range", f"{value:g} {unit} is implausible for age group {age_group} (expected {low:g} to "
+                    f"{high:g} {unit}); check the age group and this value", min=low, max=high, unit=unit)
     pregnant = body.get("pregnant")
     if pregnant not in (None, True, False):
         errors["pregnant"] = field_error("boolean", "must be true, false, or empty if unknown")
