@@ -251,6 +251,16 @@ class ScreeningBox:
                                                            "sites_recorded": sorted({r.site for r in interrupted.recordings})},
                              session=interrupted.session)
 
+    def close_visit_unfinished(self, visit: Visit, reason: str) -> None:
+        """Close this run's own visit without a result (the operator moved on to another patient),
+        keeping everything recorded in it; the event log says why."""
+        if self.store is None or visit.session_id is None:
+            return
+        session = self.store.session(visit.session_id)
+        self.store.close_session(session)
+        self.store.log_event("session_closed_unfinished", {"patient": visit.patient_code, "reason": reason,
+                                                           "sites_recorded": sorted(visit.sites)}, session=session)
+
     def remaining_sites(self, visit: Visit) -> list[str]:
         return [s for s in GUIDED_SITES if s not in visit.sites]
 

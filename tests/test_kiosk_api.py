@@ -219,7 +219,8 @@ def test_a_decided_visit_is_closed_and_refuses_more_recording(tmp_path):
             events.close()
 
 
-def test_a_visit_left_open_is_picked_up_when_the_kiosk_restarts(tmp_path):
+def _leave_a_visit_open(tmp_path) -> dict:
+    """A kiosk that registers a patient, records AV, and stops (as a power cut would) before finishing."""
     with running_kiosk(tmp_path, speed=40.0, seconds=2.0, model=None) as kiosk:
         events = EventStream(kiosk.url)
         try:
@@ -229,15 +230,77 @@ def test_a_visit_left_open_is_picked_up_when_the_kiosk_restarts(tmp_path):
             events.wait_for(lambda e: e["type"] == "site_done")
         finally:
             events.close()
+    return visit
+
+
+def _open_visit_offered(kiosk) -> dict:
+    events = EventStream(kiosk.url)
+    try:
+        return events.wait_for(lambda e: e["type"] == "state" and e.get("open_visit") is not None)
+    finally:
+        events.close()
+
+
+def test_a_visit_left_open_is_continued_only_once_the_operator_confirms_the_child(tmp_path):
+    visit = _leave_a_visit_open(tmp_path)
+    with running_kiosk(tmp_path, speed=40.0, seconds=2.0, model=None) as kiosk:
+        offered = _open_visit_offered(kiosk)
+        assert offered["visit"] is None  # nothing resumed on its own
+        assert offered["open_visit"]["patient_code"] == visit["patient_code"]
+        assert offered["open_visit"]["sites_done"] == ["AV"]
+        assert offered["open_visit"]["demographics"]["height_cm"] == VALID["height_cm"]
+        # another patient cannot be started meanwhile, nor can anything be recorded
+        status, _, refused = kiosk.request("POST", "/api/patients", {**VALID, "age_group": "Infant", "height_cm": 70,
+                                                                     "weight_kg": 8})
+        assert status == 409 and refused["errors"]["visit"]["code"] == "open_visit"
+        assert kiosk.request("POST", "/api/visit/record", {"site": "PV"})[0] == 409
+        # confirming another code than the one shown is refused
+        status, _, wrong = kiosk.request("POST", "/api/visit/continue", {"patient_code": "PCG-AAAA-AA"})
+        assert status == 409 and wrong["errors"]["patient_code"]["code"] == "not_the_open_visit"
+        status, _, state = kiosk.request("POST", "/api/visit/continue", {"patient_code": visit["patient_code"]})
+        assert status == 200
+        assert state["visit"]["patient_code"] == visit["patient_code"] and state["open_visit"] is None
+        assert list(state["sites"]) == ["AV"]
+        assert kiosk.request("POST", "/api/visit/record", {"site": "PV"})[0] == 202
+        assert kiosk.count("patients") == 1
+
+
+def test_another_child_closes_the_open_visit_keeping_what_it_recorded(tmp_path):
+    visit = _leave_a_visit_open(tmp_path)
+    with running_kiosk(tmp_path, speed=40.0, seconds=2.0, model=None) as kiosk:
+        _open_visit_offered(kiosk)
+        status, _, state = kiosk.request("POST", "/api/visit/close", {"patient_code": visit["patient_code"]})
+        assert status == 200 and state["open_visit"] is None and state["visit"] is None
+        (session_status,) = kiosk.store.query("SELECT status FROM sessions")[0]
+        assert session_status == "closed"
+        (reason,) = kiosk.store.query("SELECT detail FROM device_events WHERE kind = 'session_closed_unfinished'")[0]
+        assert "another patient" in reason
+        assert kiosk.count("recordings") == 1  # AV is kept
+        status, _, new = kiosk.request("POST", "/api/patients", {**VALID, "sex": "Male"})
+        assert status == 201 and new["patient_code"] != visit["patient_code"]
+        assert kiosk.count("patients") == 2
+
+
+def test_a_new_patient_over_an_unfinished_visit_needs_the_operator_to_close_it(tmp_path):
     with running_kiosk(tmp_path, speed=40.0, seconds=2.0, model=None) as kiosk:
         events = EventStream(kiosk.url)
         try:
-            resumed = events.wait_for(lambda e: e["type"] == "state" and e["visit"] is not None)
+            events.wait_for(lambda e: e["type"] == "device" and e.get("connected"))
+            _, _, first = kiosk.request("POST", "/api/patients", VALID)
+            kiosk.request("POST", "/api/visit/record", {"site": "AV"})
+            events.wait_for(lambda e: e["type"] == "site_done")
         finally:
             events.close()
-        assert resumed["visit"]["patient_code"] == visit["patient_code"]
-        assert list(resumed["sites"]) == ["AV"]
-        assert kiosk.request("POST", "/api/visit/record", {"site": "PV"})[0] == 202
+        status, _, refused = kiosk.request("POST", "/api/patients", {**VALID, "sex": "Male"})
+        assert status == 409 and refused["errors"]["visit"]["code"] == "visit_in_progress"
+        assert refused["errors"]["visit"]["patient_code"] == first["patient_code"]
+        assert refused["errors"]["visit"]["sites_done"] == ["AV"]
+        assert kiosk.count("patients") == 1
+        status, _, second = kiosk.request("POST", "/api/patients", {**VALID, "sex": "Male", "close_unfinished": True})
+        assert status == 201 and second["patient_code"] != first["patient_code"]
+        statuses = dict(kiosk.store.query("SELECT p.code, s.status FROM sessions s JOIN patients p ON p.id = s.patient_id"))
+        assert statuses == {first["patient_code"]: "closed", second["patient_code"]: "open"}
+        assert kiosk.count("recordings") == 1
 
 
 def test_stop_keeps_what_was_recorded_and_a_second_recording_waits_its_turn(tmp_path):

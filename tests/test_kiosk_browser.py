@@ -247,3 +247,40 @@ def test_portuguese_messages_and_touch_targets_at_800x480(tmp_path):
                 "return {small, width: document.documentElement.scrollWidth, viewport: window.innerWidth};")
             assert layout["small"] == [], f"{screen}: controls under 40 px tall: {layout['small']}"
             assert layout["width"] <= layout["viewport"] == 800, f"{screen} is wider than the screen"
+
+
+def test_an_unfinished_visit_is_continued_or_closed_only_on_the_operators_word(tmp_path):
+    """A power cut leaves patient A's visit open (AV recorded). The restarted kiosk shows who it is
+    for and waits; "yes" continues it. Then starting patient B over A's unfinished visit asks first,
+    and "close it" keeps A's recording and starts B."""
+    with running_kiosk(tmp_path, speed=40.0, seconds=2.0, model=None) as kiosk, headless_chromium() as driver:
+        driver.get(kiosk.url)
+        wait(driver, lambda d: "ok" in classes_of(d, "device-pill"), what="device connected")
+        first = start_patient_in_form(driver, kiosk, screenshot_dir("unfinished-visit"))
+        by_id(driver, "btn-record").click()
+        wait(driver, lambda d: site_finished(d, "AV"), what="AV recorded")
+    with running_kiosk(tmp_path, speed=40.0, seconds=2.0, model=None) as kiosk, headless_chromium() as driver:
+        shots = screenshot_dir("unfinished-visit")
+        driver.get(kiosk.url)
+        wait(driver, lambda d: by_id(d, "open-visit").is_displayed(), what="open visit shown")
+        who = text_of(driver, "open-visit-who")
+        assert first in who and "Child" in who and "121 cm" in who and "sites done: AV" in who
+        assert not by_id(driver, "start-patient").is_enabled()  # no new patient meanwhile
+        driver.save_screenshot(str(shots / "01-open-visit.png"))
+        by_id(driver, "btn-open-continue").click()
+        wait(driver, lambda d: text_of(d, "patient-code") == first, what="visit continued")
+        assert site_finished(driver, "AV") and not site_finished(driver, "PV")
+        by_id(driver, "nav-patient").click()
+        by_id(driver, "consent").click()
+        by_id(driver, "age_group-Infant").click()
+        by_id(driver, "start-patient").click()
+        wait(driver, lambda d: by_id(d, "unfinished").is_displayed(), what="unfinished visit question")
+        assert first in text_of(driver, "unfinished-title") and "AV" in text_of(driver, "unfinished-title")
+        assert kiosk.count("patients") == 1
+        driver.save_screenshot(str(shots / "02-new-patient-over-unfinished.png"))
+        by_id(driver, "btn-unfinished-close").click()
+        wait(driver, lambda d: text_of(d, "patient-code").startswith("PCG-") and text_of(d, "patient-code") != first,
+             what="new patient started")
+        assert kiosk.count("patients") == 2 and kiosk.count("recordings") == 1
+        by_id(driver, "nav-today").click()
+        wait(driver, lambda d: "Closed unfinished" in text_of(d, "today-rows"), what="today lists the closed visit")

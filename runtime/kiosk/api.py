@@ -43,7 +43,7 @@ def require_object(body: object) -> dict:
     return body
 
 
-def _unknown_fields(body: dict, allowed: tuple[str, ...]) -> dict[str, dict]:
+def unknown_fields(body: dict, allowed: tuple[str, ...]) -> dict[str, dict]:
     return {
         name: field_error("unknown_field", f"unknown field; expected only {', '.join(allowed)}")
         for name in body if name not in allowed
@@ -87,7 +87,7 @@ def parse_patient(body: object) -> Demographics:
     Consent must be `true`; every demographic field may be absent, null or "" for unknown.
     """
     body = require_object(body)
-    errors = _unknown_fields(body, PATIENT_FIELDS)
+    errors = unknown_fields(body, PATIENT_FIELDS)
     if body.get("consent") is not True:
         errors["consent"] = field_error(
             "consent_required", "the guardian's consent is required before anything is recorded or stored")
@@ -124,7 +124,7 @@ def parse_patient(body: object) -> Demographics:
 def parse_recording(body: object, default_seconds: float | None) -> tuple[str, float | None]:
     """(site, seconds) for a recording request: {"site": "AV", "seconds": 10 (optional)}."""
     body = require_object(body)
-    errors = _unknown_fields(body, ("site", "seconds"))
+    errors = unknown_fields(body, ("site", "seconds"))
     site = body.get("site")
     if site not in GUIDED_SITES:
         errors["site"] = field_error("choice", f"{site!r} is not one of {', '.join(GUIDED_SITES)}",
@@ -144,7 +144,7 @@ def parse_recording(body: object, default_seconds: float | None) -> tuple[str, f
 
 def parse_export(query: dict[str, list[str]]) -> tuple[str, int | None]:
     """(format, after_seq) from an export URL's query: ?format=csv|json&after_seq=N."""
-    errors = _unknown_fields(query, ("format", "after_seq"))
+    errors = unknown_fields(query, ("format", "after_seq"))
     formats = query.get("format", ["csv"])
     if len(formats) != 1 or formats[0] not in EXPORT_FORMATS:
         errors["format"] = field_error("choice", f"must be one of {', '.join(EXPORT_FORMATS)}",

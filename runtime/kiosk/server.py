@@ -54,7 +54,15 @@ from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
 from firmware_bridge import protocol
-from runtime.kiosk.api import FieldErrors, field_error, parse_export, parse_patient, parse_recording
+from runtime.kiosk.api import (
+    FieldErrors,
+    unknown_fields,
+    field_error,
+    parse_export,
+    parse_patient,
+    parse_recording,
+    require_object,
+)
 from runtime.manifest import DISCLAIMER
 from runtime.sites import GUIDED_SITES
 from runtime.store import InvalidDemographicsError, LowDiskSpaceError, StoreError, export_records
@@ -258,6 +266,7 @@ class KioskState:
         self.result: dict | None = None
         self.busy: str | None = None  # "patient" | "recording" | "finishing"
         self.recording: dict | None = None  # {"site", "seconds"}
+        self.open_visit: dict | None = None  # a visit left open by a crash, awaiting the operator's word
         self.cancel = threading.Event()
 
     def snapshot(self) -> dict:
@@ -270,6 +279,7 @@ class KioskState:
                 "result": self.result,
                 "busy": self.busy,
                 "recording": self.recording,
+                "open_visit": self.open_visit,
                 "guided_sites": list(GUIDED_SITES),
                 "seconds_per_site": self.seconds_per_site,
                 "disclaimer": DISCLAIMER,
@@ -304,6 +314,17 @@ def _visit_dict(visit) -> dict:
         "patient_id": visit.patient_id,
         "session_id": visit.session_id,
         "demographics": dataclasses.asdict(visit.demographics),
+    }
+
+
+def _open_visit_dict(interrupted, others: int) -> dict:
+    """What the operator checks against the child in front of them before continuing a visit."""
+    return {
+        "patient_code": interrupted.patient.code,
+        "demographics": dataclasses.asdict(interrupted.patient.demographics),
+        "started_utc": interrupted.session.created_at,
+        "sites_done": sorted({r.site for r in interrupted.recordings if r.status == "complete" and r.samples_written}),
+        "other_open_visits": others,
     }
 
 
@@ -460,6 +481,7 @@ class KioskServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.connections = _Connections(MAX_CONNECTIONS, REQUEST_DEADLINE_S)
+        self._open_visits: list = []  # runtime.store.InterruptedSession, newest last (the one asked about)
         self._stopping = threading.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -479,7 +501,7 @@ class KioskServer:
         self._reaper = threading.Thread(target=self._reap_connections, name="pcg-kiosk-reaper", daemon=True)
         self._reaper.start()
         self.connect_device()
-        self.worker.submit(self._resume_interrupted_visit)
+        self.worker.submit(self._find_open_visits)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="pcg-kiosk-http", daemon=True)
         self._thread.start()
         return self
@@ -566,25 +588,103 @@ class KioskServer:
                 self.state.device = device
             self.hub.publish({"type": "device", **device})
 
-    def _resume_interrupted_visit(self, box) -> None:
-        """After a crash or power cut, carry on with the last visit left open (its completed sites
-        are kept; the site cut short is recorded again)."""
-        open_visits = box.resumable()
-        if not open_visits:
-            return
-        visit = box.resume_visit(open_visits[-1])
+    def _find_open_visits(self, box) -> None:
+        """At start: visits a crash or power cut left open. None is continued until the operator
+        confirms that the child in front of them is that visit's patient (POST /api/visit/continue)
+        or says it is another child (POST /api/visit/close); a new patient is refused meanwhile."""
+        self._open_visits = box.resumable()
+        self._publish_open_visit()
+
+    def _publish_open_visit(self) -> None:
         with self.state.lock:
-            self.state.visit = visit
-            self.state.visit_info = {**_visit_dict(visit), "model_notes": _model_notes(box, visit.demographics)}
-            self.state.sites = {site: recording.to_dict() for site, recording in visit.sites.items()}
+            self.state.open_visit = _open_visit_dict(self._open_visits[-1], len(self._open_visits) - 1) \
+                if self._open_visits else None
         self.hub.publish(self.state.snapshot())
 
-    def begin_patient(self, body: object) -> dict:
-        demographics = parse_patient(body)
+    def _open_visit_named(self, body: object):
+        """The open visit a continue/close request names by {"patient_code": ...}; FieldErrors otherwise."""
+        body = require_object(body)
+        code = body.get("patient_code")
+        errors = unknown_fields(body, ("patient_code",))
+        if not self._open_visits:
+            errors["visit"] = field_error("no_open_visit", "no unfinished visit is waiting for confirmation")
+        elif code != self._open_visits[-1].patient.code:
+            errors["patient_code"] = field_error(
+                "not_the_open_visit", f"the unfinished visit waiting for confirmation is patient "
+                f"{self._open_visits[-1].patient.code}'s, not {code!r}")
+        if errors:
+            raise FieldErrors(errors, status=409)
+        return self._open_visits[-1]
+
+    def continue_open_visit(self, body: object) -> dict:
+        """The operator confirmed the child is the open visit's patient: carry on with it (its
+        completed sites are kept; the site cut short is recorded again)."""
+        interrupted = self._open_visit_named(body)
+        self._refuse_if_visit_in_progress(close_unfinished=False)
         self.state.claim("patient")
         try:
-            visit, notes = self._call(lambda box: (box.begin_patient(demographics, consent=True),
-                                                   _model_notes(box, demographics)))
+            visit, notes = self._call(lambda box: (box.resume_visit(interrupted),
+                                                   _model_notes(box, interrupted.patient.demographics)))
+        finally:
+            self.state.release()
+        self._open_visits.remove(interrupted)
+        with self.state.lock:
+            self.state.visit = visit
+            self.state.visit_info = {**_visit_dict(visit), "model_notes": notes, "resumed": True}
+            self.state.sites = {site: recording.to_dict() for site, recording in visit.sites.items()}
+            self.state.result = None
+        self._publish_open_visit()
+        return self.state.snapshot()
+
+    def close_open_visit(self, body: object) -> dict:
+        """The operator said the child is someone else: close the open visit unfinished (everything
+        recorded in it kept, the reason logged); the next open visit, if any, is asked about next."""
+        interrupted = self._open_visit_named(body)
+        self.state.claim("patient")
+        try:
+            self._call(lambda box: box.close_unfinished(interrupted, "the operator said the child is another patient "
+                                                                     "(kiosk)"))
+        finally:
+            self.state.release()
+        self._open_visits.remove(interrupted)
+        self._publish_open_visit()
+        return self.state.snapshot()
+
+    def _refuse_if_visit_in_progress(self, *, close_unfinished: bool):
+        """FieldErrors (409) while the current visit has no final result, unless the operator
+        confirmed closing it (close_unfinished); returns that visit when it is to be closed."""
+        with self.state.lock:
+            visit, result = self.state.visit, self.state.result
+            done = sorted(self.state.sites)
+        if visit is None or (result is not None and result.get("decision") != "RETAKE"):
+            return None
+        if close_unfinished:
+            return visit
+        raise FieldErrors({"visit": field_error(
+            "visit_in_progress", f"patient {visit.patient_code}'s visit is not finished (sites done: "
+            f"{', '.join(done) or 'none'}); confirm closing it unfinished (everything recorded is kept) to start "
+            "another patient", patient_code=visit.patient_code, sites_done=done)}, status=409)
+
+    def begin_patient(self, body: object) -> dict:
+        """A new patient from the form. Refused (409) while a visit left open by a crash awaits the
+        operator's confirmation, and while the current visit is unfinished unless the request
+        says {"close_unfinished": true}: then that visit is closed, everything in it kept."""
+        close_unfinished = isinstance(body, dict) and body.pop("close_unfinished", None) is True
+        demographics = parse_patient(body)
+        if self._open_visits:
+            waiting = self._open_visits[-1].patient.code
+            raise FieldErrors({"visit": field_error(
+                "open_visit", f"patient {waiting}'s unfinished visit is waiting: say whether this child is that patient "
+                "first", patient_code=waiting)}, status=409)
+        unfinished = self._refuse_if_visit_in_progress(close_unfinished=close_unfinished)
+        self.state.claim("patient")
+        try:
+            def begin(box):
+                if unfinished is not None and unfinished.session_id is not None:
+                    box.close_visit_unfinished(unfinished, "the operator started another patient (kiosk)")
+                return box.begin_patient(demographics, consent=True), _model_notes(box, demographics)
+
+            visit, notes = self._call(begin)
         finally:
             self.state.release()
         with self.state.lock:
@@ -670,7 +770,9 @@ class KioskServer:
             """SELECT s.id AS session_id, s.seq, s.created_at, s.status AS session_status, p.code,
                       (SELECT COUNT(DISTINCT site) FROM recordings r
                         WHERE r.session_id = s.id AND r.samples_written > 0) AS sites_recorded,
-                      x.decision, x.probability
+                      x.decision, x.probability,
+                      EXISTS (SELECT 1 FROM device_events e WHERE e.session_id = s.id
+                               AND e.kind = 'session_closed_unfinished') AS closed_unfinished
                FROM sessions s JOIN patients p ON p.id = s.patient_id
                LEFT JOIN results x ON x.id = (SELECT id FROM results WHERE session_id = s.id ORDER BY seq DESC LIMIT 1)
                WHERE s.created_at >= ? ORDER BY s.seq DESC LIMIT 500""",
@@ -681,8 +783,11 @@ class KioskServer:
         visits = []
         for row in rows:
             visit = dict(row)
+            visit.pop("closed_unfinished")
             if row["decision"] is not None:
                 visit["status"] = row["decision"]
+            elif row["closed_unfinished"]:
+                visit["status"] = "closed_unfinished"  # the operator moved on to another child
             elif row["session_status"] == "closed":
                 visit["status"] = "no_decision"  # finished without a model
             else:
@@ -968,6 +1073,12 @@ class KioskHandler(BaseHTTPRequestHandler):
     def _post_finish(self, body) -> None:
         self._json(self.kiosk.finish())
 
+    def _post_continue(self, body) -> None:
+        self._json(self.kiosk.continue_open_visit(body))
+
+    def _post_close(self, body) -> None:
+        self._json(self.kiosk.close_open_visit(body))
+
     def _post_connect(self, body) -> None:
         self.kiosk.connect_device()
         self._json({"state": "connecting"}, 202)
@@ -993,6 +1104,8 @@ _ROUTES: dict[tuple[str, str], Callable] = {
     ("POST", "/api/visit/record"): KioskHandler._post_record,
     ("POST", "/api/visit/cancel"): KioskHandler._post_cancel,
     ("POST", "/api/visit/finish"): KioskHandler._post_finish,
+    ("POST", "/api/visit/continue"): KioskHandler._post_continue,
+    ("POST", "/api/visit/close"): KioskHandler._post_close,
     ("POST", "/api/device/connect"): KioskHandler._post_connect,
 }
 

@@ -14,6 +14,8 @@ const app = {
   lang: "en",
   form: { age_group: null, sex: null, pregnant: null },
   failure: null,        // {site, message} of the last recording that stopped early
+  pendingPatient: null, // the new patient's form, held while the operator decides about an unfinished visit
+  unfinished: null,     // {patient_code, sites_done} of the visit a new patient would close
   banner: null,         // "lost" | "back" | null
   wave: [],             // recent waveform points, newest last
   waveDirty: false,
@@ -70,6 +72,7 @@ function renderAll() {
   if (!app.state) return;
   renderDevice();
   renderBanner();
+  renderOpenVisit();
   renderChoices();
   renderRecord();
   renderResult();
@@ -175,21 +178,102 @@ async function submitPatient(event) {
     height_cm: measure("height"), weight_kg: measure("weight"),
     pregnant: pregnancyPlausible() ? app.form.pregnant : null,
   };
+  await sendPatient(body);
+}
+
+async function sendPatient(body) {
   const button = $("start-patient");
   button.disabled = true;
   try {
     const reply = await api("POST", "/api/patients", body);
+    const visitError = ((reply.data.errors || {}).visit || {});
     if (reply.ok) {
       $("patient-form").reset();
       app.form = { age_group: null, sex: null, pregnant: null };
+      app.pendingPatient = null; app.unfinished = null;
       showErrors({});
       adoptVisit(reply.data);
+    } else if (reply.status === 409 && visitError.code === "visit_in_progress") {
+      // the visit on screen is not finished: the operator decides before anything is closed
+      app.pendingPatient = body;
+      app.unfinished = { patient_code: visitError.patient_code, sites_done: visitError.sites_done || [] };
+      showErrors({});
+      renderOpenVisit();
     } else {
       showErrors(reply.data.errors || { demographics: { code: "", message: reply.data.error || `HTTP ${reply.status}` } });
     }
   } finally {
-    button.disabled = false;
+    button.disabled = !!(app.state && app.state.open_visit) || !!app.unfinished;
   }
+}
+
+// --- a visit left unfinished ----------------------------------------------------------------
+
+function describeDemographics(demo) {
+  const known = [
+    demo.age_group ? t(`age.${demo.age_group}`) : null, demo.sex ? t(`sex.${demo.sex}`) : null,
+    demo.height_cm != null ? `${demo.height_cm} cm` : null, demo.weight_kg != null ? `${demo.weight_kg} kg` : null,
+    demo.pregnant ? t("patient.pregnant") : null,
+  ].filter((k) => k);
+  return known.length ? known.join(", ") : t("open.no_details");
+}
+
+/** A visit a crash left open is shown, with who it is for, until the operator says whether the
+ * child in front of them is that patient; a new patient's form waits meanwhile. */
+function renderOpenVisit() {
+  const open = app.state.open_visit;
+  const box = $("open-visit");
+  box.hidden = !open;
+  if (open) {
+    const started = new Date(open.started_utc).toLocaleString(app.lang === "pt" ? "pt-BR" : "en-GB",
+      { dateStyle: "short", timeStyle: "short" });
+    $("open-visit-who").textContent = t("open.who", {
+      code: open.patient_code, details: describeDemographics(open.demographics || {}), started,
+      sites: open.sites_done.length ? open.sites_done.join(", ") : t("open.none"),
+    }) + (open.other_open_visits ? " " + t("open.others", { n: open.other_open_visits }) : "");
+  }
+  const unfinished = app.unfinished;
+  $("unfinished").hidden = !unfinished || !!open;
+  if (unfinished) {
+    $("unfinished-title").textContent = t("unfinished.title", {
+      code: unfinished.patient_code, sites: unfinished.sites_done.length ? unfinished.sites_done.join(", ") : t("open.none"),
+    });
+  }
+  $("start-patient").disabled = !!open || !!unfinished;
+}
+
+async function answerOpenVisit(sameChild) {
+  const open = app.state.open_visit;
+  if (!open) return;
+  for (const id of ["btn-open-continue", "btn-open-close"]) $(id).disabled = true;
+  try {
+    const reply = await api("POST", sameChild ? "/api/visit/continue" : "/api/visit/close", { patient_code: open.patient_code });
+    if (!reply.ok) {
+      showErrors(reply.data.errors || { demographics: { code: "", message: reply.data.error || `HTTP ${reply.status}` } });
+      return;
+    }
+    app.state = reply.data;
+    if (sameChild) {
+      app.failure = null; app.wave = [];
+      app.site = nextSite() || app.state.guided_sites[0];
+      show("record");
+    } else {
+      renderAll();
+    }
+  } finally {
+    for (const id of ["btn-open-continue", "btn-open-close"]) $(id).disabled = false;
+  }
+}
+
+async function answerUnfinished(close) {
+  const body = app.pendingPatient;
+  if (!close || !body) {
+    app.pendingPatient = null; app.unfinished = null;
+    renderOpenVisit();
+    if (!close) show("record");
+    return;
+  }
+  await sendPatient({ ...body, close_unfinished: true });
 }
 
 // --- recording -----------------------------------------------------------------------------
@@ -403,7 +487,8 @@ async function loadToday() {
   const rows = $("today-rows");
   rows.replaceChildren();
   for (const v of reply.data.visits) {
-    const status = ["in_progress", "incomplete", "no_decision"].includes(v.status) ? t(`today.${v.status}`) : t(`result.${v.status}`);
+    const status = ["in_progress", "incomplete", "no_decision", "closed_unfinished"].includes(v.status)
+      ? t(`today.${v.status}`) : t(`result.${v.status}`);
     const time = new Date(v.created_at).toLocaleTimeString(app.lang === "pt" ? "pt-BR" : "en-GB", { hour: "2-digit", minute: "2-digit" });
     rows.append(el("tr", {},
       el("td", { textContent: v.code }), el("td", { textContent: time }),
@@ -500,6 +585,10 @@ function start() {
   $("btn-finish").addEventListener("click", finish);
   $("btn-print").addEventListener("click", () => window.print());
   $("btn-new").addEventListener("click", () => show("patient"));
+  $("btn-open-continue").addEventListener("click", () => answerOpenVisit(true));
+  $("btn-open-close").addEventListener("click", () => answerOpenVisit(false));
+  $("btn-unfinished-close").addEventListener("click", () => answerUnfinished(true));
+  $("btn-unfinished-back").addEventListener("click", () => answerUnfinished(false));
   $("btn-connect").addEventListener("click", () => api("POST", "/api/device/connect", {}));
   for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
   document.documentElement.lang = app.lang === "pt" ? "pt-BR" : "en";
