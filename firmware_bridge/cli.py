@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--drop-rate", type=float, default=0.0, metavar="P", help="byte loss probability per byte")
     faults.add_argument("--truncate-rate", type=float, default=0.0, metavar="P", help="probability a frame is cut short")
     faults.add_argument("--garbage-rate", type=float, default=0.0, metavar="P", help="probability of a garbage burst before a frame")
+    faults.add_argument("--duplicate-rate", type=float, default=0.0, metavar="P", help="probability a frame is delivered twice")
     faults.add_argument("--stall-rate", type=float, default=0.0, metavar="R", help="output stalls per device second")
     faults.add_argument("--stall-s", type=float, default=0.3, metavar="S", help="length of a stall")
     faults.add_argument("--disconnect-every", type=float, default=0.0, metavar="S", help="unplug every S device seconds")
@@ -74,8 +75,8 @@ def _emulate(args: argparse.Namespace) -> int:
 
     faults = Faults(
         bit_flip_rate=args.flip_rate, drop_byte_rate=args.drop_rate, truncate_rate=args.truncate_rate,
-        garbage_rate=args.garbage_rate, stall_rate=args.stall_rate, stall_s=args.stall_s,
-        disconnect_every_s=args.disconnect_every, reconnect_after_s=args.reconnect_after,
+        garbage_rate=args.garbage_rate, duplicate_rate=args.duplicate_rate, stall_rate=args.stall_rate,
+        stall_s=args.stall_s, disconnect_every_s=args.disconnect_every, reconnect_after_s=args.reconnect_after,
         declared_rate_hz=args.declare_rate, protocol_version=args.protocol_version,
     )
     try:
@@ -134,7 +135,8 @@ def _counters(stats: p.DecoderStats) -> str:
         f"-- frames={stats.frames_ok} bytes={stats.bytes_in} samples={stats.samples_ok} crc_errors={stats.crc_errors} "
         f"length_errors={stats.length_errors} cobs_errors={stats.cobs_errors} oversize={stats.oversize_frames} "
         f"resyncs={stats.resyncs} gaps={stats.gaps} samples_lost={stats.samples_lost} "
-        f"frames_missed={stats.frames_missed} version_errors={stats.version_errors} unknown_types={stats.unknown_types}"
+        f"frames_missed={stats.frames_missed} duplicates={stats.duplicates} restarts={stats.restarts} "
+        f"version_errors={stats.version_errors} unknown_types={stats.unknown_types}"
     )
 
 

@@ -50,6 +50,7 @@ class Faults:
     drop_byte_rate: float = 0.0  # per byte sent: the byte is lost
     truncate_rate: float = 0.0  # per frame: cut at a random point (the delimiter survives)
     garbage_rate: float = 0.0  # per frame: 1..64 random bytes (no 0x00) inserted before it
+    duplicate_rate: float = 0.0  # per frame: delivered twice in a row (a link that repeats what it sent)
     stall_rate: float = 0.0  # per device second: output stops for stall_s, then comes in a burst
     stall_s: float = 0.3
     disconnect_every_s: float = 0.0  # 0 = never; else an unplug every this many device seconds
@@ -68,6 +69,7 @@ class FaultCounts:
     bits_flipped: int = 0
     bytes_dropped: int = 0
     frames_truncated: int = 0
+    frames_duplicated: int = 0
     garbage_bursts: int = 0
     garbage_bytes: int = 0
     stalls: int = 0
@@ -289,9 +291,12 @@ class VirtualStethoscope:
     def _corrupt(self, frames: list[bytes]) -> bytes:
         f, counts, rng = self.faults, self.counts, self._rng
         counts.frames_sent += len(frames)
-        if f.truncate_rate or f.garbage_rate:
+        if f.truncate_rate or f.garbage_rate or f.duplicate_rate:
             out = []
             for frame in frames:
+                if f.duplicate_rate and rng.random() < f.duplicate_rate:
+                    counts.frames_duplicated += 1
+                    out.append(frame)
                 if f.garbage_rate and rng.random() < f.garbage_rate:
                     burst = rng.integers(1, 256, int(rng.integers(1, 65)), dtype=np.uint8).tobytes()
                     counts.garbage_bursts += 1

@@ -29,6 +29,9 @@ MAX_FRAME = HEADER_SIZE + MAX_PAYLOAD + CRC_SIZE  # 524 bytes before COBS
 MAX_ENCODED = MAX_FRAME + MAX_FRAME // 254 + 1  # 527 bytes after COBS, without the delimiter
 MIN_FRAME = HEADER_SIZE + CRC_SIZE
 DELIMITER = b"\x00"
+#: A frame equal to one of the last this many received (same seq, same bytes) is a duplicate: a
+#: link that repeats a buffer repeats the frames it just delivered.
+DUPLICATE_WINDOW = 16
 
 DEFAULT_RATE_HZ = 4000
 DEFAULT_CHUNK_SAMPLES = 64
@@ -232,7 +235,7 @@ class UnsupportedVersion:
 class FrameError:
     """A dropped frame (only when the decoder is built with report_errors=True)."""
 
-    reason: str  # "crc", "length", "cobs", "oversize"
+    reason: str  # "crc", "length", "cobs", "oversize", "duplicate"
     size: int  # encoded bytes dropped
 
 
@@ -324,7 +327,7 @@ def encode(message: Message, seq: int = 0) -> bytes:
 @dataclass
 class DecoderStats:
     """Counters since the decoder was made. frames_ok counts every frame that passed CRC and length
-    checks (including unknown types and unsupported versions)."""
+    checks (including unknown types, unsupported versions and duplicates)."""
 
     bytes_in: int = 0
     frames_ok: int = 0
@@ -336,10 +339,11 @@ class DecoderStats:
     unknown_types: int = 0
     resyncs: int = 0  # valid frames that followed one or more dropped frames
     gaps: int = 0
-    samples_lost: int = 0
+    samples_lost: int = 0  # in gaps: inside a stream, and before the first chunk seen of a restarted one
     samples_ok: int = 0
     frames_missed: int = 0  # from sequence numbers: frames that never arrived or were dropped
     restarts: int = 0  # audio that went back in the stream (a new recording)
+    duplicates: int = 0  # frames the link delivered again (dropped)
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -356,8 +360,11 @@ class Decoder:
     Emits messages (DeviceInfo, AudioChunk, ...), a Gap before an audio chunk whose first index
     is past the expected one, UnsupportedVersion, and FrameError when `report_errors` is set.
     `expected_index` is the stream index of the first sample to come (None: learn it from the
-    first chunk); a DeviceInfo resets it to its sample_index. Memory is bounded: at most
-    MAX_ENCODED bytes of an unfinished frame are kept.
+    first chunk); a DeviceInfo resets it to its sample_index. A chunk before the expected index
+    starts a new stream (a restart whose DeviceInfo was lost): the new stream began at 0, so a
+    Gap(0, first_index) comes before it when its first chunks were lost too. A repeat of one of
+    the last DUPLICATE_WINDOW frames (same seq, same bytes) is dropped as a duplicate. Memory is
+    bounded: at most MAX_ENCODED bytes of an unfinished frame, and the last DUPLICATE_WINDOW frames.
     """
 
     def __init__(self, expected_index: int | None = None, report_errors: bool = False) -> None:
@@ -368,6 +375,7 @@ class Decoder:
         self._discarding = False  # inside an oversize frame: drop up to the next delimiter
         self._after_error = False
         self._next_seq: int | None = None
+        self._recent: list[bytes | None] = [None] * DUPLICATE_WINDOW  # frame with seq k at k % window
         self._version_reported = False
 
     @property
@@ -380,6 +388,7 @@ class Decoder:
         self._tail = b""
         self._discarding = False
         self._next_seq = None
+        self._recent = [None] * DUPLICATE_WINDOW
         self.expected_index = expected_index
 
     def feed(self, data: bytes) -> list[Event]:
@@ -459,11 +468,20 @@ class Decoder:
         if self._after_error:
             stats.resyncs += 1
             self._after_error = False
-        if self._next_seq is not None and seq != self._next_seq:
-            missed = (seq - self._next_seq) & 0xFFFF
+        next_seq = self._next_seq
+        if next_seq is not None and seq != next_seq:
+            # A restarted stream is numbered on (START) or from 0 (reboot), with new contents; only
+            # a repeat of a recent frame, seq and bytes alike, is the link delivering it again.
+            if (next_seq - 1 - seq) & 0xFFFF < DUPLICATE_WINDOW and frame == self._recent[seq % DUPLICATE_WINDOW]:
+                stats.duplicates += 1
+                if self.report_errors:
+                    events.append(FrameError("duplicate", n_enc))
+                return
+            missed = (seq - next_seq) & 0xFFFF
             if missed < 0x8000:
                 stats.frames_missed += missed
         self._next_seq = (seq + 1) & 0xFFFF
+        self._recent[seq % DUPLICATE_WINDOW] = frame
         if msg_type == AUDIO:
             expected = self.expected_index
             if expected is not None and index != expected:
@@ -474,6 +492,10 @@ class Decoder:
                     events.append(Gap(expected, ahead))
                 else:
                     stats.restarts += 1
+                    if index:  # the new stream began at 0: its DeviceInfo and first chunks were lost
+                        stats.gaps += 1
+                        stats.samples_lost += index
+                        events.append(Gap(0, index))
             self.expected_index = (index + count) & 0xFFFFFFFF
             stats.samples_ok += count
             events.append(AudioChunk(index, np.frombuffer(frame, "<i2", count, HEADER_SIZE)))

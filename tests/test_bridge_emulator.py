@@ -122,6 +122,7 @@ FAULTS = {
     "dropped_bytes": Faults(drop_byte_rate=1e-4),
     "truncated_frames": Faults(truncate_rate=0.01),
     "garbage_bursts": Faults(garbage_rate=0.01),
+    "duplicated_frames": Faults(duplicate_rate=0.01),
     "stalls": Faults(stall_rate=0.5, stall_s=0.3),
     "disconnects": Faults(disconnect_every_s=5.0, reconnect_after_s=0.5),
 }
@@ -146,9 +147,29 @@ def test_injected_faults_are_counted_and_never_deliver_bad_samples(name):
     elif name == "stalls":
         assert counts.stalls > 0
         assert damage == 0 and stats.gaps == 0  # late, not lost
+    elif name == "duplicated_frames":
+        assert counts.frames_duplicated > 0
+        assert stats.duplicates == counts.frames_duplicated  # each copy dropped, none taken for a restart
+        assert damage == 0 and stats.gaps == 0 and stats.restarts == 0
     else:
         assert counts.disconnects == 3
         assert stats.gaps == 3 and stats.samples_lost == counts.samples_lost_offline
+
+
+def test_a_restart_whose_device_info_and_first_chunk_are_lost_reports_their_samples_as_lost():
+    device = VirtualStethoscope(HeartSource(RATE, seed=7), seed=7)
+    _, decoder = _run(device, 1.0, [p.Start()])
+    before = decoder.stats.samples_ok
+    device.receive(p.encode(p.Start(), seq=1))  # the device restarts its stream at sample 0
+    frames = [frame + p.DELIMITER for frame in device.tick(1.2).split(p.DELIMITER) if frame]
+    kinds = [type(p.decode_all(frame)[0]) for frame in frames]
+    lost = {kinds.index(p.DeviceInfo), kinds.index(p.AudioChunk)}  # the restart's header and first chunk
+    events = decoder.feed(b"".join(f for k, f in enumerate(frames) if k not in lost))
+    chunks = [e for e in events if isinstance(e, p.AudioChunk)]
+    assert events[0] == p.Gap(0, 64) and chunks[0].first_index == 64
+    assert decoder.stats.restarts == 1 and decoder.stats.samples_lost == 64
+    assert decoder.stats.samples_ok - before + decoder.stats.samples_lost == chunks[-1].end_index
+    _assert_samples_match(events, _reference(7, RATE))  # the source restarted with the stream
 
 
 def test_wrong_rate_and_version_faults_change_what_the_device_declares():

@@ -112,6 +112,19 @@ def test_tcp_session_with_reconnect(tmp_path):
     assert _check_stream(events, seed=4) >= 4 * RATE
 
 
+def test_frames_the_link_delivers_twice_are_dropped_not_taken_for_restarts(tmp_path):
+    faults = Faults(duplicate_rate=0.05)
+    with Emulator(link=tmp_path / "stethoscope", speed=8, seed=12, faults=faults) as emu:
+        with DeviceSession(emu.path) as session:
+            session.connect()
+            events, _ = _collect(session, 3 * RATE)
+        duplicated = emu.summary()["frames_duplicated"]
+    assert _check_stream(events, seed=12) >= 3 * RATE  # every chunk once, in order
+    stats = session.decoder.stats
+    assert stats.restarts == 0 and not any(isinstance(e, p.Gap) for e in events)
+    assert duplicated > 0 and 0 < stats.duplicates <= duplicated
+
+
 def test_set_site_over_the_link_is_acknowledged(tmp_path):
     with Emulator(link=tmp_path / "s", speed=4, seed=6) as emu, DeviceSession(emu.path) as session:
         session.connect()

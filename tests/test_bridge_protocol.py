@@ -98,6 +98,55 @@ def test_device_info_resets_expected_index_and_backwards_audio_is_a_restart():
     assert events[0] == p.Gap(0, 64)
 
 
+def test_a_restart_whose_device_info_and_first_chunk_were_lost_reports_them_as_a_gap():
+    enc = p.Encoder()
+    dec = p.Decoder()
+    dec.feed(enc.encode(p.DeviceInfo((1, 0, 0))))
+    dec.feed(b"".join(enc.audio(i * 64, np.zeros(64, np.int16)) for i in range(4)))
+    enc.encode(p.DeviceInfo((1, 0, 0)))  # START again: this header and the new stream's first chunk are lost
+    enc.audio(0, np.ones(64, np.int16))
+    events = dec.feed(enc.audio(64, np.ones(64, np.int16)))
+    assert events == [p.Gap(0, 64), p.AudioChunk(64, np.ones(64, np.int16))]
+    assert dec.stats.restarts == 1 and dec.stats.gaps == 1 and dec.stats.samples_lost == 64
+    assert dec.expected_index == 128
+
+
+def test_a_duplicated_frame_is_dropped_and_counted_not_taken_for_a_restart():
+    enc = p.Encoder()
+    info = enc.encode(p.DeviceInfo((1, 0, 0)))
+    a, b = (enc.audio(i * 64, np.full(64, i, np.int16)) for i in range(2))
+    status = enc.encode(p.Status(3600, 40, p.STATUS_STREAMING, 128))
+    c = enc.audio(128, np.full(64, 2, np.int16))
+    dec = p.Decoder(report_errors=True)
+    # a frame twice in a row, a run of frames sent again, a header repeated after audio
+    events = dec.feed(info + a + a + b + a + b + info + status + c + c)
+    assert [e for e in events if not isinstance(e, p.FrameError)] == [
+        p.DeviceInfo((1, 0, 0)),
+        p.AudioChunk(0, np.full(64, 0, np.int16)),
+        p.AudioChunk(64, np.full(64, 1, np.int16)),
+        p.Status(3600, 40, p.STATUS_STREAMING, 128),
+        p.AudioChunk(128, np.full(64, 2, np.int16)),
+    ]
+    assert [e.reason for e in events if isinstance(e, p.FrameError)] == ["duplicate"] * 5
+    assert dec.stats.duplicates == 5
+    assert dec.stats.restarts == dec.stats.gaps == dec.stats.frames_missed == 0
+    assert dec.expected_index == 192
+
+
+def test_a_restart_that_sends_the_same_samples_again_is_a_restart_not_a_duplicate():
+    enc = p.Encoder()
+    stream = [enc.audio(i * 64, np.full(64, i, np.int16)) for i in range(3)]
+    again = [enc.audio(i * 64, np.full(64, i, np.int16)) for i in range(3)]  # START (header lost), numbered on
+    dec = p.Decoder()
+    events = dec.feed(b"".join(stream + again))
+    assert [e.first_index for e in events] == [0, 64, 128, 0, 64, 128]
+    assert dec.stats.restarts == 1 and dec.stats.duplicates == 0
+    rebooted = p.Encoder()  # numbers its frames from 0 again, like those just received
+    events = dec.feed(rebooted.encode(p.DeviceInfo((1, 0, 0))) + rebooted.audio(0, np.full(64, 7, np.int16)))
+    assert events == [p.DeviceInfo((1, 0, 0)), p.AudioChunk(0, np.full(64, 7, np.int16))]
+    assert dec.stats.duplicates == 0
+
+
 def test_bad_crc_and_bad_length_are_dropped_and_counted():
     good = p.encode(p.AudioChunk(0, np.arange(8, dtype=np.int16)))
     frame = bytearray(p.cobs_decode(good[:-1]))
@@ -251,6 +300,24 @@ def test_corruption_never_delivers_bad_samples_and_every_loss_is_a_gap(chunk_siz
     assert dec.stats.samples_ok == sum(len(c.samples) for c in chunks)
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    chunk_sizes=st.lists(st.integers(1, 256), min_size=1, max_size=30),
+    copies=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 3)), max_size=10),
+)
+def test_duplicated_frames_never_change_what_is_delivered(chunk_sizes, copies):
+    _, frames, _, stream, _ = _build_stream(chunk_sizes, seed=0)
+    later: dict[int, list[bytes]] = {}  # copies of frame k go out after frame k + delay
+    for where, delay in copies:
+        k = int(where * len(frames))
+        later.setdefault(min(k + delay, len(frames) - 1), []).append(frames[k])
+    duplicated = b"".join(f + b"".join(later.get(k, [])) for k, f in enumerate(frames))
+    dec = p.Decoder(expected_index=0)
+    assert dec.feed(duplicated) == p.Decoder(expected_index=0).feed(stream)
+    assert dec.stats.duplicates == len(copies)
+    assert dec.stats.restarts == dec.stats.gaps == 0
+
+
 # --- fuzz: nothing escapes, memory stays bounded, the decoder keeps working -------------------
 
 
@@ -266,8 +333,6 @@ def test_decoder_survives_100k_random_and_mutated_inputs():
     picks = rng.integers(0, len(valid), 100_000)
     flips = rng.integers(0, 256, (100_000, 3))
     dec = p.Decoder(report_errors=True)
-    probe = p.Status(3333, 33, 0, 0)
-    probe_frame = b"\x00" + p.encode(probe)
     for i in range(100_000):
         if mutate[i]:
             frame = bytearray(valid[picks[i]])
@@ -279,5 +344,6 @@ def test_decoder_survives_100k_random_and_mutated_inputs():
         dec.feed(data)
         assert dec.buffered <= p.MAX_ENCODED
         if i % 1000 == 999:
-            assert probe in dec.feed(probe_frame)
+            probe = p.Status(3333, 33, 0, i)  # a new frame each time: the same one again is a duplicate
+            assert probe in dec.feed(b"\x00" + p.encode(probe))
     assert dec.stats.crc_errors > 0 and dec.stats.frames_ok >= 100
