@@ -2,9 +2,13 @@
 and write DESIGN.md contract 6, one row per patient, in the folder's patient order.
 
 Every patient gets a row. A patient the quality gate fails is RETAKE with the reason and still
-carries the model's probability on what there is; a patient with no readable recording is RETAKE
-with an empty probability and the read error as the reason. Rows are written and flushed one by
-one, so an interrupted run keeps what it finished.
+carries the model's probability on what there is; a patient with no usable recording is RETAKE
+with an empty probability and the reason as "unreadable: ...". A recording is unusable when it
+cannot be read, or when its sample rate is outside what the model's front-end supports (too low to
+hold the analysed band, or a rate no recorder uses); the patient's other recordings are still
+used. A hostile file (damaged, a rate out of range, too long for memory) ends its patient's row,
+never the batch. Rows are written and flushed one by one, so an interrupted run keeps what it
+finished.
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ class BatchSummary:
     seconds: float = 0.0
 
 
-def _longest_per_site(patient: Patient) -> tuple[dict, list[str]]:
-    """The repeat rule of the manifest: per site, the longest readable recording (ties: the first).
-    Returns (site -> Audio, read errors of the recordings left out)."""
+def _longest_per_site(patient: Patient, config: FrontEndConfig) -> tuple[dict, list[str]]:
+    """The repeat rule of the manifest: per site, the longest usable recording (ties: the first).
+    Returns (site -> Audio, why each recording left out was)."""
     chosen: dict[str, tuple[int, object]] = {}
     errors = []
     for recording in patient.recordings:
@@ -44,6 +48,11 @@ def _longest_per_site(patient: Patient) -> tuple[dict, list[str]]:
             audio = recording.read()
         except (FormatError, OSError) as exc:
             errors.append(str(exc))
+            continue
+        try:
+            config.check_input_rate(audio.rate_hz)
+        except ValueError as exc:
+            errors.append(f"{recording.path}: {exc}")
             continue
         if recording.site not in chosen or len(audio.samples) > chosen[recording.site][0]:
             chosen[recording.site] = (len(audio.samples), audio)
@@ -67,7 +76,7 @@ def triage_folder(model, root: Path, out: Path, *, format: str | None = None, op
         for patient in dataset.patients:
             row = {"patient_id": patient.patient_id}
             try:
-                audio, read_errors = _longest_per_site(patient)
+                audio, read_errors = _longest_per_site(patient, config)
                 if not audio:
                     raise ValueError("; ".join(read_errors) or f"patient {patient.patient_id} has no recording")
                 summary.problems.extend(read_errors)  # the patient is scored on the recordings that could be read
@@ -91,6 +100,12 @@ def triage_folder(model, root: Path, out: Path, *, format: str | None = None, op
             except (FormatError, OSError, ValueError) as exc:
                 summary.unreadable += 1
                 row.update(outcome_probability="", decision="RETAKE", reason=f"unreadable: {exc}")
+            except MemoryError:  # a recording far longer than any screening: the next patient may still fit
+                summary.unreadable += 1
+                files = ", ".join(str(r.path) for r in patient.recordings)
+                row.update(outcome_probability="", decision="RETAKE",
+                           reason=f"unreadable: {files}: too long to screen in this computer's memory; "
+                                  "use recordings of a few minutes at most")
             writer.writerow(row)
             f.flush()
             summary.patients += 1

@@ -31,6 +31,14 @@ def test_default_frame_period_and_clip_length():
     assert DEFAULT.clip_frames == 246
 
 
+def test_minimum_input_rate_follows_the_band_top_and_the_resampling_filter():
+    # Kaiser's design relation puts the filter's passband edge at 0.4197 of the lower rate (beta 5,
+    # 20 taps per lower-rate sample): 400 Hz needs 953.1 Hz, not just twice 400 Hz.
+    assert DEFAULT.min_input_rate_hz == 954
+    assert FrontEndConfig(band_hz=(25.0, 200.0)).min_input_rate_hz == 477
+    assert FrontEndConfig(half_len_factor=40).min_input_rate_hz < 840  # a longer filter: a narrower transition
+
+
 def test_band_edge_on_a_bin_is_inclusive():
     cfg = FrontEndConfig(band_hz=(31.25, 125.0))  # exactly bins 4 and 16 at 1 kHz / 128
     assert cfg.band_bins == (4, 17)

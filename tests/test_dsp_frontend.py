@@ -12,12 +12,21 @@ import scipy.signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.dsp import FrontEndConfig, FrontEndStream, compute_features, features
+from runtime.dsp import (
+    FrontEndConfig,
+    FrontEndStream,
+    compute_features,
+    features,
+    log_spectrogram,
+    pool_frames,
+    resample,
+)
+from runtime.dsp.resample import MAX_RATE_HZ
 from runtime.records import Audio
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = FrontEndConfig()
-RATES_HZ = [4000, 2000, 8000, 44100, 1000, 3000, 22050, 500]
+RATES_HZ = [4000, 2000, 8000, 44100, 1000, 3000, 22050, 960]
 
 
 def pcg_like(n: int, seed: int) -> np.ndarray:
@@ -121,3 +130,45 @@ def test_importing_the_front_end_loads_neither_scipy_nor_torch():
     code = "import sys, runtime.dsp; print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'torch')))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def tone_features(freq_hz: float, rate_hz: int) -> np.ndarray:
+    """features() of a 4 s tone, without its rate check (to look below the minimum too)."""
+    t = np.arange(4 * rate_hz) / rate_hz
+    resampled = resample(0.3 * np.sin(2 * np.pi * freq_hz * t), rate_hz, CONFIG.target_rate_hz)
+    return pool_frames(log_spectrogram(resampled, CONFIG), CONFIG)
+
+
+def test_the_minimum_rate_keeps_the_top_of_the_band():
+    """At min_input_rate_hz a tone in the band's top bin has the level it has at 4 kHz; at twice
+    the band's top (800 Hz, its Nyquist rate) the resampling filter's transition band weakens it."""
+    top_bin_hz = (CONFIG.band_bins[1] - 1) * CONFIG.target_rate_hz / CONFIG.n_fft  # 398.4 Hz
+    at_4khz = tone_features(top_bin_hz, 4000)[-1].mean()
+    assert abs(tone_features(top_bin_hz, CONFIG.min_input_rate_hz)[-1].mean() - at_4khz) < 0.01  # ln power: 0.04 dB
+    assert tone_features(top_bin_hz, 800)[-1].mean() < at_4khz - 1.0  # over 4 dB weaker
+
+
+@pytest.mark.parametrize("rate_hz", [1, 100, 800, CONFIG.min_input_rate_hz - 1])
+def test_audio_below_the_minimum_rate_is_refused_with_the_reason(rate_hz):
+    samples = pcg_like(10 * rate_hz, 16)
+    for make in (lambda: features(samples, rate_hz, CONFIG), lambda: FrontEndStream(CONFIG, rate_hz)):
+        with pytest.raises(ValueError) as refused:
+            make()
+        message = str(refused.value)
+        assert f"{rate_hz} Hz" in message and "too low" in message and "400 Hz" in message
+        assert f"{CONFIG.min_input_rate_hz} to {MAX_RATE_HZ} Hz" in message
+
+
+@pytest.mark.parametrize("rate_hz", [MAX_RATE_HZ + 1, 2**32 - 1])
+def test_audio_above_the_maximum_rate_is_refused_with_the_supported_range(rate_hz):
+    samples = pcg_like(100, 17)
+    for make in (lambda: features(samples, rate_hz, CONFIG), lambda: FrontEndStream(CONFIG, rate_hz)):
+        with pytest.raises(ValueError) as refused:
+            make()
+        assert f"{rate_hz} Hz" in str(refused.value)
+        assert f"{CONFIG.min_input_rate_hz} to {MAX_RATE_HZ} Hz" in str(refused.value)
+
+
+@pytest.mark.parametrize("rate_hz", [1000, 44101, 47999])
+def test_every_rate_from_1_khz_to_48_khz_is_screened(rate_hz):
+    assert features(pcg_like(rate_hz, 18), rate_hz, CONFIG).shape == (48, CONFIG.frames_for(1000))

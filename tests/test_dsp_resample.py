@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -9,8 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.dsp import StreamingResampler, design_filter, ratio_for, resample
+from runtime.dsp.resample import MAX_RATE_HZ
 
 RATES_HZ = [4000, 2000, 8000, 44100, 1000, 3000, 22050, 500]
+# gcd(rate, 1000) is small, so up is large (1000/gcd): a polyphase matrix of up*down entries would
+# not fit in memory; these take the per-output path, which must give the same answer.
+AWKWARD_RATES_HZ = [44101, 47999, 22051, 954, 1001, 96001, MAX_RATE_HZ - 1]
 
 
 def reference(x: np.ndarray, in_rate_hz: int) -> np.ndarray:
@@ -81,7 +87,7 @@ def test_one_sample_chunks_match_scipy(in_rate):
     assert relative_error(streamed(x, in_rate, [1] * len(x)), reference(x, in_rate)) <= 1e-9
 
 
-@pytest.mark.parametrize("in_rate", RATES_HZ)
+@pytest.mark.parametrize("in_rate", RATES_HZ + [44101, 954])
 def test_pushed_samples_do_not_depend_on_later_input(in_rate):
     """push returns only fully determined outputs: any continuation of the signal agrees with them."""
     rng = np.random.default_rng(2)
@@ -93,7 +99,7 @@ def test_pushed_samples_do_not_depend_on_later_input(in_rate):
         assert relative_error(early, full[: len(early)]) <= 1e-9
 
 
-@pytest.mark.parametrize("in_rate", [4000, 44100, 500])
+@pytest.mark.parametrize("in_rate", [4000, 44100, 500, 44101])
 def test_push_returns_every_determined_sample(in_rate):
     """After the whole signal is pushed, flush adds only the outputs that need zeros past its end."""
     up, down = ratio_for(in_rate, 1000)
@@ -105,7 +111,7 @@ def test_push_returns_every_determined_sample(in_rate):
     assert len(pushed) == sum(1 for m in range(-(-n * up // down)) if (m * down + half_len) // up < n)
 
 
-@pytest.mark.parametrize("in_rate", [4000, 44100, 500])
+@pytest.mark.parametrize("in_rate", [4000, 44100, 500, 44101])
 def test_a_large_chunk_after_small_ones_matches_scipy(in_rate):
     x = np.random.default_rng(7).standard_normal(3 * in_rate)
     assert relative_error(streamed(x, in_rate, [1, 10, 2 * in_rate, 3]), reference(x, in_rate)) <= 1e-9
@@ -149,3 +155,58 @@ def test_reset_discards_pending_input():
 def test_push_rejects_two_dimensional_input():
     with pytest.raises(ValueError, match="1-D"):
         StreamingResampler(4000, 1000).push(np.zeros((2, 10)))
+
+
+@pytest.mark.parametrize("in_rate", AWKWARD_RATES_HZ)
+def test_awkward_rates_match_scipy(in_rate):
+    x = np.random.default_rng(in_rate).standard_normal(in_rate // 3)
+    assert relative_error(resample(x, in_rate, 1000), reference(x, in_rate)) <= 1e-9
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    in_rate=st.sampled_from([44101, 954, 1001]),
+    n=st.integers(0, 3000),
+    seed=st.integers(0, 2**32 - 1),
+    chunk_sizes=st.lists(st.integers(0, 700), max_size=12),
+)
+def test_awkward_rates_stream_like_scipy_for_any_chunking(in_rate, n, seed, chunk_sizes):
+    x = np.random.default_rng(seed).standard_normal(n)
+    assert relative_error(streamed(x, in_rate, chunk_sizes), reference(x, in_rate)) <= 1e-9
+
+
+@pytest.mark.parametrize("in_rate", [44101, 954])
+def test_awkward_rates_in_64_ms_chunks_match_scipy(in_rate):
+    """Many small pushes: the buffer drops input no later output reads, again and again."""
+    x = np.random.default_rng(10).standard_normal(5 * in_rate)
+    chunk = int(0.064 * in_rate)
+    assert relative_error(streamed(x, in_rate, [chunk] * (len(x) // chunk)), reference(x, in_rate)) <= 1e-9
+
+
+@pytest.mark.parametrize("in_rate", [47993, 96007])  # used by no other test: their filters are built in here
+def test_awkward_rates_cost_memory_in_proportion_to_the_signal_not_up_times_down(in_rate):
+    """20 s at 47993 Hz once took a 1.1 GB polyphase matrix (3 x 1000 x 47993 entries), 96007 Hz 2.3 GB."""
+    x = np.random.default_rng(8).standard_normal(20 * in_rate)
+    tracemalloc.start()
+    try:
+        y = resample(x, in_rate, 1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(y) == 20000
+    # the buffered copy of the signal (grown by doubling) and the filter, 20 taps per Hz: as long as 20 s
+    # of signal. About 3 * x.nbytes; once 200 * x.nbytes.
+    assert peak < 5 * x.nbytes
+
+
+@pytest.mark.parametrize("in_rate", [MAX_RATE_HZ + 1, 2**32 - 1, 10**12])
+def test_rates_above_the_maximum_are_refused_before_any_filter_is_built(in_rate):
+    with pytest.raises(ValueError, match=f"{MAX_RATE_HZ} Hz"):
+        StreamingResampler(in_rate, 1000)
+    with pytest.raises(ValueError, match=f"{MAX_RATE_HZ} Hz"):
+        StreamingResampler(1000, in_rate)
+
+
+def test_the_maximum_rate_itself_is_accepted():
+    x = np.random.default_rng(9).standard_normal(MAX_RATE_HZ // 10)
+    assert relative_error(resample(x, MAX_RATE_HZ, 1000), reference(x, MAX_RATE_HZ)) <= 1e-9

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runtime.dsp.resample import MAX_RATE_HZ
 from runtime.formats import FormatError, read_wav, read_wav_header, write_wav
 from runtime.records import Audio
 
@@ -25,13 +26,15 @@ def chunk(chunk_id: bytes, body: bytes, *, declared: int | None = None, pad: boo
 
 def fmt_body(*, tag=1, channels=1, rate=4000, bits=16, block_align=None) -> bytes:
     block_align = channels * bits // 8 if block_align is None else block_align
-    return struct.pack("<HHIIHH", tag, channels, rate, rate * block_align, block_align, bits)
+    byte_rate = (rate * block_align) & 0xFFFFFFFF  # what a writer overflowing 32 bits leaves there
+    return struct.pack("<HHIIHH", tag, channels, rate, byte_rate, block_align, bits)
 
 
 def extensible_fmt_body(*, rate=4000, bits=16, channels=1, guid=PCM_GUID) -> bytes:
     block_align = channels * bits // 8
     # tag, channels, rate, byte rate, block align, bits, cbSize, valid bits, channel mask, subformat
-    return struct.pack("<HHIIHHHHI16s", 0xFFFE, channels, rate, rate * block_align, block_align, bits, 22, bits, 4, guid)
+    byte_rate = (rate * block_align) & 0xFFFFFFFF
+    return struct.pack("<HHIIHHHHI16s", 0xFFFE, channels, rate, byte_rate, block_align, bits, 22, bits, 4, guid)
 
 
 def riff(*chunks: bytes, form: bytes = b"WAVE") -> bytes:
@@ -96,9 +99,25 @@ def test_write_refuses_audio_it_could_not_read_back(tmp_path, samples):
     assert not any(tmp_path.iterdir())
 
 
-def test_reads_any_sample_rate(tmp_path):
-    path = write(tmp_path, riff(chunk(b"fmt ", fmt_body(rate=44100)), chunk(b"data", pcm_bytes(SAMPLES))))
-    assert read_wav(path).rate_hz == 44100
+@pytest.mark.parametrize("rate", [1, 44100, 44101, MAX_RATE_HZ])
+def test_reads_any_sample_rate_up_to_the_maximum(tmp_path, rate):
+    path = write(tmp_path, riff(chunk(b"fmt ", fmt_body(rate=rate)), chunk(b"data", pcm_bytes(SAMPLES))))
+    assert read_wav(path).rate_hz == rate
+
+
+@pytest.mark.parametrize("rate", [MAX_RATE_HZ + 1, 2**32 - 1])
+@pytest.mark.parametrize("body", [fmt_body, extensible_fmt_body], ids=["pcm", "extensible"])
+def test_refuses_a_declared_rate_above_the_maximum(tmp_path, rate, body):
+    path = write(tmp_path, riff(chunk(b"fmt ", body(rate=rate)), chunk(b"data", pcm_bytes(SAMPLES))))
+    assert_refused(path, f"sample rate {rate} Hz", f"at most {MAX_RATE_HZ} Hz")
+    with pytest.raises(FormatError, match=f"at most {MAX_RATE_HZ} Hz"):
+        read_wav_header(path)
+
+
+def test_write_refuses_a_rate_read_wav_would_refuse(tmp_path):
+    with pytest.raises(ValueError, match=f"{MAX_RATE_HZ} Hz"):
+        write_wav(tmp_path / "a.wav", Audio(SAMPLES, MAX_RATE_HZ + 1))
+    assert not any(tmp_path.iterdir())
 
 
 def test_reads_wave_format_extensible_with_pcm_subformat(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,82 @@ def test_a_patient_with_one_unreadable_site_is_scored_on_the_others(tmp_path):
     (row,) = list(csv.DictReader(out.open()))
     assert row["patient_id"] == "p1" and row["decision"] in ("REFER", "NO_REFER")
     assert 0 <= float(row["outcome_probability"]) <= 1
+
+
+def _hostile_wav(samples: np.ndarray, declared_rate_hz: int) -> bytes:
+    """A 16-bit mono WAV whose header declares any 32-bit rate (write_wav refuses absurd ones)."""
+    data = samples.astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 1, declared_rate_hz, (2 * declared_rate_hz) & 0xFFFFFFFF, 2, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def test_triage_gives_every_patient_a_row_around_files_with_hostile_rates(tmp_path):
+    """Hostile files in the middle of a folder: a rate whose resampling filter once took gigabytes
+    (96001 Hz), rates no recorder uses (1 Hz, 2^32-1 Hz), a truncated header. Each is its patient's
+    row with the reason; the patients after them are still screened."""
+    from firmware_bridge.heart import HeartSoundGenerator, random_profile
+
+    def heart(seed: int, rate_hz: int, seconds: float = 10.0) -> np.ndarray:
+        profile = random_profile(np.random.default_rng(seed), "Child")
+        return HeartSoundGenerator(profile, "MV", rate_hz, seed).read(int(seconds * rate_hz))
+
+    root = tmp_path / "wavs"
+    root.mkdir()
+    write_wav(root / "p1.wav", Audio(heart(1, 4000), 4000))
+    (root / "p2.wav").write_bytes(_hostile_wav(heart(2, 96001), 96001))
+    (root / "p3.wav").write_bytes(_hostile_wav(heart(3, 4000), 1))
+    (root / "p4.wav").write_bytes(_hostile_wav(heart(4, 4000), 2**32 - 1))
+    (root / "p5.wav").write_bytes(_hostile_wav(heart(5, 4000), 4000)[:30])
+    write_wav(root / "p6_AV.wav", Audio(heart(6, 4000), 4000))
+    (root / "p6_MV.wav").write_bytes(_hostile_wav(heart(7, 4000), 100))  # too low: p6 is scored on AV alone
+    write_wav(root / "p7.wav", Audio(heart(8, 2000), 2000))
+    out = tmp_path / "results.csv"
+    assert main(["triage", str(root), "--out", str(out), "--quiet"]) == 0
+    rows = {r["patient_id"]: r for r in csv.DictReader(out.open())}
+    assert list(rows) == ["p1", "p2", "p3", "p4", "p5", "p6", "p7"]
+    for scored in ("p1", "p2", "p6", "p7"):
+        assert rows[scored]["decision"] in ("REFER", "NO_REFER", "RETAKE"), rows[scored]
+        assert 0 <= float(rows[scored]["outcome_probability"]) <= 1
+    for refused, words in (("p3", ["p3.wav", "1 Hz", "too low", "954 to 192000 Hz"]),
+                           ("p4", ["p4.wav", "4294967295 Hz", "at most 192000 Hz"]),
+                           ("p5", ["p5.wav", "truncated"])):
+        row = rows[refused]
+        assert row["decision"] == "RETAKE" and row["outcome_probability"] == "", row
+        assert row["reason"].startswith("unreadable: ") and all(w in row["reason"] for w in words), row["reason"]
+
+
+MEMORY_CAPPED_RUN = """
+import resource, sys
+from runtime.cli import main
+def vm_size():
+    return int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+assert main(["triage", sys.argv[1], "--out", sys.argv[2], "--quiet"]) == 0  # loads everything a run needs
+limit = vm_size() + 400 * 2**20  # room for any normal recording, not for two hours of audio
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+sys.exit(main(["triage", sys.argv[3], "--out", sys.argv[4], "--quiet"]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="caps memory with RLIMIT_AS and reads /proc")
+def test_a_recording_too_long_for_memory_is_its_patients_row_not_the_end_of_the_batch(tmp_path):
+    from firmware_bridge.heart import HeartSoundGenerator, random_profile
+
+    small, large = tmp_path / "small", tmp_path / "large"
+    small.mkdir()
+    large.mkdir()
+    for k, name in enumerate(("p1", "p3")):
+        profile = random_profile(np.random.default_rng(k), "Child")
+        audio = Audio(HeartSoundGenerator(profile, "MV", 4000, k).read(40000), 4000)
+        write_wav(small / f"{name}.wav", audio)
+        write_wav(large / f"{name}.wav", audio)
+    write_wav(large / "p2.wav", Audio(np.zeros(30_000_000, np.int16), 4000))  # 2 h 5 min: over 500 MB as float64
+    out = tmp_path / "large.csv"
+    done = subprocess.run([sys.executable, "-c", MEMORY_CAPPED_RUN, str(small), str(tmp_path / "small.csv"),
+                           str(large), str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {r["patient_id"]: r for r in csv.DictReader(out.open())}
+    assert list(rows) == ["p1", "p2", "p3"]
+    assert rows["p2"]["decision"] == "RETAKE" and rows["p2"]["outcome_probability"] == ""
+    assert "p2.wav" in rows["p2"]["reason"] and "too long" in rows["p2"]["reason"]
+    assert all(0 <= float(rows[p]["outcome_probability"]) <= 1 for p in ("p1", "p3"))

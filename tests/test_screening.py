@@ -105,6 +105,7 @@ def test_without_consent_the_patient_is_screened_but_nothing_is_stored(tmp_path)
 
 @pytest.mark.parametrize("faults, error, words", [
     (Faults(declared_rate_hz=8000), SampleRateError, "8000 Hz"),
+    (Faults(declared_rate_hz=2**32 - 1), SampleRateError, "4294967295 Hz"),  # absurd: refused, no filter built
     (Faults(protocol_version=0x20), ProtocolVersionError, "protocol 2.0"),
 ])
 def test_wrong_rate_or_protocol_is_a_clear_error(tmp_path, faults, error, words):

@@ -8,6 +8,8 @@ import json
 import math
 from dataclasses import dataclass
 
+from runtime.dsp.resample import MAX_RATE_HZ, passband_fraction
+
 #: Written into every serialized config; from_json refuses any other value.
 SCHEMA = "pcg-screen/frontend-config/1"
 WINDOWS = ("hann",)
@@ -22,7 +24,8 @@ class FrontEndConfig:
 
     - target_rate_hz = 1000: heart sounds and murmurs live below ~400 Hz; 1 kHz keeps that band
       with margin and makes every later number rate-independent. The input rate belongs to each
-      stream or file (a resampler is built per stream), never to the model.
+      stream or file (a resampler is built per stream), never to the model; it must lie in
+      min_input_rate_hz .. MAX_RATE_HZ (954 to 192000 Hz at the defaults, see check_input_rate).
     - kaiser_beta = 5.0, half_len_factor = 10: scipy.signal.resample_poly's defaults (Kaiser-windowed
       sinc, 2*10*max(up, down)+1 taps), so offline tools and the field box agree with scipy.
     - window = "hann" (periodic), n_fft = win_length = 128 samples (128 ms, 7.8 Hz bins),
@@ -89,6 +92,35 @@ class FrontEndConfig:
         """Frequency rows of the features (48 at the defaults)."""
         first, stop = self.band_bins
         return stop - first
+
+    @property
+    def min_input_rate_hz(self) -> int:
+        """Lowest input rate whose resampling keeps the whole band (954 Hz at the defaults).
+
+        The resampler passes frequencies up to passband_fraction() of the lower rate (0.4197 at
+        the defaults) and weakens those above: from an input below this rate the top of band_hz
+        would come out weaker than the model saw in training, or empty. Twice the band's top
+        (800 Hz, its Nyquist rate) is not enough: the top row would lose 5.7 dB.
+        """
+        fraction = passband_fraction(self.kaiser_beta, self.half_len_factor)
+        return math.ceil(self.band_hz[1] / fraction - 1e-9)
+
+    def check_input_rate(self, rate_hz: int) -> None:
+        """ValueError, in a sentence for the person recording, unless rate_hz lies in
+        min_input_rate_hz .. MAX_RATE_HZ (where the resampler's memory is bounded)."""
+        low, high = self.min_input_rate_hz, MAX_RATE_HZ
+        supported = f"record at {low} to {high} Hz (stethoscopes commonly use 4000 Hz)"
+        if rate_hz < low:
+            raise ValueError(
+                f"the recording's sample rate is {rate_hz} Hz, too low for screening: heart sounds are analysed "
+                f"up to {self.band_hz[1]:g} Hz, and a recording keeps them only when made at {low} Hz or more; "
+                f"{supported}"
+            )
+        if rate_hz > high:
+            raise ValueError(
+                f"the recording declares a sample rate of {rate_hz} Hz, above the {high} Hz this software "
+                f"supports: the file may be damaged; {supported}"
+            )
 
     @property
     def frame_period_s(self) -> float:

@@ -32,9 +32,11 @@ class FrontEndStream:
 
     push(samples) returns the pooled frames completed so far, float32 [n_freq, k] (k may be 0);
     flush() returns the rest at the end of the stream and resets; reset() starts over.
+    A rate outside the config's supported range is a ValueError that says why (check_input_rate).
     """
 
     def __init__(self, config: FrontEndConfig, input_rate_hz: int):
+        config.check_input_rate(input_rate_hz)
         self.config = config
         self.input_rate_hz = int(input_rate_hz)
         self._resampler = StreamingResampler(
@@ -62,8 +64,10 @@ class FrontEndStream:
 def features(samples: np.ndarray, rate_hz: int, config: FrontEndConfig) -> np.ndarray:
     """Whole-recording features: 1-D int16 or float samples at rate_hz -> float32 [n_freq, T].
 
-    T = config.frames_for(len(resampled)); recordings shorter than one frame give T = 0.
+    T = config.frames_for(len(resampled)); recordings shorter than one frame give T = 0. A rate
+    outside the config's supported range is a ValueError that says why (check_input_rate).
     """
+    config.check_input_rate(rate_hz)
     resampled = resample(_as_unit_float(samples), rate_hz, config.target_rate_hz, config.kaiser_beta, config.half_len_factor)
     return pool_frames(log_spectrogram(resampled, config), config).astype(np.float32)
 

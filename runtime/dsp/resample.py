@@ -13,6 +13,13 @@ q*up .. q*up+up-1, whose inputs start `down` samples after the previous block's)
 viewed as rows of `down` samples, multiplied once by a [rows_per_block*up, down] matrix, and
 the partial products of neighbouring rows are summed with one strided view. That keeps every matmul
 contiguous (BLAS) and the per-call Python work to a handful of numpy calls.
+
+That matrix has about 2*up*down entries, mostly zeros: fine for the rates recorders use (4000 Hz:
+84 entries, 44100 Hz: 13,230), but a rate sharing few factors with the other (44101 -> 1000 is
+up/down = 1000/44101) would need 88 million. Past MAX_MATRIX_ENTRIES each output is instead the
+dot product of its phase's taps with its input window, gathered a few thousand outputs at a time:
+the same sum, in memory in proportion to the filter (at most 20 taps per Hz of the higher rate).
+Rates above MAX_RATE_HZ are refused, so no declared rate can ask for more.
 """
 
 from __future__ import annotations
@@ -25,12 +32,25 @@ import numpy as np
 
 DEFAULT_KAISER_BETA = 5.0
 DEFAULT_HALF_LEN_FACTOR = 10
+#: Highest rate, in or out, a resampler accepts (Hz): studio recorders' highest. The filter has
+#: 2*half_len_factor*max(up, down)+1 taps and max(up, down) <= the higher rate, so this bounds it
+#: at 3.84 million taps (31 MB) at the defaults, whatever the rate shares with the other.
+MAX_RATE_HZ = 192_000
+#: Largest [rows_per_block*up, down] matrix (2 MiB) the block path builds; see the module docstring.
+MAX_MATRIX_ENTRIES = 2**18
+#: Input values gathered at once by the per-output path (1 MiB of windows, 1 MiB of taps).
+_GATHER_ENTRIES = 2**17
+#: Taps design_filter computes at once.
+_DESIGN_BLOCK = 2**16
 
 
 def ratio_for(in_rate_hz: int, out_rate_hz: int) -> tuple[int, int]:
-    """(up, down) with out/in = up/down, reduced by their gcd. Rates are positive integers in Hz."""
+    """(up, down) with out/in = up/down, reduced by their gcd. Rates are integers from 1 to MAX_RATE_HZ."""
     if int(in_rate_hz) != in_rate_hz or int(out_rate_hz) != out_rate_hz or in_rate_hz <= 0 or out_rate_hz <= 0:
         raise ValueError(f"sample rates must be positive integers in Hz, got {in_rate_hz!r} -> {out_rate_hz!r}")
+    if max(in_rate_hz, out_rate_hz) > MAX_RATE_HZ:
+        raise ValueError(f"sample rates above {MAX_RATE_HZ} Hz are not supported, "
+                         f"got {in_rate_hz!r} -> {out_rate_hz!r}")
     g = math.gcd(int(in_rate_hz), int(out_rate_hz))
     return int(out_rate_hz) // g, int(in_rate_hz) // g
 
@@ -42,44 +62,107 @@ def design_filter(
 
     Same as `scipy.signal.firwin(2*half_len+1, 1/max(up, down), window=("kaiser", beta)) * up`
     (windowed sinc, normalised to unit gain at DC, then scaled by `up` for the zero stuffing).
+    Computed _DESIGN_BLOCK taps at a time with np.kaiser's formula (the same values): np.kaiser
+    and np.sinc at once would hold a dozen temporaries as long as the filter.
     """
     max_rate = max(up, down)
     cutoff = 1.0 / max_rate  # relative to Nyquist
     n_taps = 2 * half_len_factor * max_rate + 1
-    m = np.arange(n_taps, dtype=np.float64) - 0.5 * (n_taps - 1)
-    h = cutoff * np.sinc(cutoff * m) * np.kaiser(n_taps, beta)
+    alpha = 0.5 * (n_taps - 1)
+    h = np.empty(n_taps)
+    for begin in range(0, n_taps, _DESIGN_BLOCK):
+        m = np.arange(begin, min(begin + _DESIGN_BLOCK, n_taps), dtype=np.float64) - alpha
+        window = np.i0(beta * np.sqrt(1 - (m / alpha) ** 2.0)) / np.i0(float(beta))
+        h[begin : begin + len(m)] = cutoff * np.sinc(cutoff * m) * window
     h /= h.sum()
     return h * up
 
 
-class _Polyphase(NamedTuple):
-    """Filter tables for one (up, down, beta, half_len_factor); see the module docstring."""
+def passband_fraction(beta: float = DEFAULT_KAISER_BETA, half_len_factor: int = DEFAULT_HALF_LEN_FACTOR) -> float:
+    """Highest frequency the filter passes unchanged, as a fraction of the lower of the two rates.
 
+    The cutoff is half the lower rate and the transition band is centred on it. Kaiser's design
+    relation (the one scipy.signal.kaiserord inverts) gives its width: (A - 7.95) / (14.36 * taps
+    per period of the lower rate), A being the stopband attenuation in dB that `beta` is chosen
+    for; here 2*half_len_factor taps span one period of the lower rate. At the defaults A = 54.1 dB,
+    the width is 0.161 of the lower rate, and 0.4197 of it passes (420 Hz of a 1000 Hz output).
+    """
+    boundary = 0.1102 * (50.0 - 8.7)  # beta for A = 50 dB, where Kaiser's formula changes form
+    if beta >= boundary:
+        attenuation_db = beta / 0.1102 + 8.7
+    else:  # 0.5842 (A - 21)^0.4 + 0.07886 (A - 21) = beta, for 21 <= A < 50: increasing in A, bisected
+        low, high = 21.0, 50.0
+        for _ in range(60):
+            mid = 0.5 * (low + high)
+            low, high = (mid, high) if 0.5842 * (mid - 21.0) ** 0.4 + 0.07886 * (mid - 21.0) < beta else (low, mid)
+        attenuation_db = low
+    width = (attenuation_db - 7.95) / (14.36 * 2 * half_len_factor)
+    return 0.5 - width / 2
+
+
+class _Layout(NamedTuple):
+    """Where each output's taps fall for one (up, down, half_len_factor); see the module docstring."""
+
+    up: int
+    down: int
     half_len: int
+    taps_per_phase: int
     rows_per_block: int  # input rows of `down` samples that one block of `up` outputs reads
-    first_start: int  # <= 0: block 0 reads from this input index (zeros before x[0])
-    row_filter: np.ndarray  # [rows_per_block*up, down]: row a*up + r = filter r's taps on row a
+    first_start: int  # <= 0: output 0 (and block 0) reads from this input index (zeros before x[0])
+
+    @property
+    def matrix_entries(self) -> int:
+        """Size of the block path's matrix: rows_per_block*up rows of `down` taps."""
+        return self.rows_per_block * self.up * self.down
+
+
+def _layout(up: int, down: int, half_len_factor: int) -> _Layout:
+    half_len = half_len_factor * max(up, down)
+    taps_per_phase = -(-(2 * half_len + 1) // up)
+    # Output m reads x[start(m) : start(m) + taps_per_phase], start(m) = (m*down + half_len)//up - taps_per_phase + 1.
+    first_start = half_len // up - taps_per_phase + 1
+    last_start = ((up - 1) * down + half_len) // up - taps_per_phase + 1
+    rows_per_block = -(-(last_start - first_start + taps_per_phase) // down)
+    return _Layout(up, down, half_len, taps_per_phase, rows_per_block, first_start)
+
+
+def _phase_taps(up: int, down: int, beta: float, half_len_factor: int) -> np.ndarray:
+    """[up, taps_per_phase], read-only: row p holds the taps h[p::up], reversed so dot products run
+    forwards in time. A strided view of the zero-padded filter: no copy of it."""
+    n_taps = 2 * half_len_factor * max(up, down) + 1
+    taps_per_phase = -(-n_taps // up)
+    h_padded = np.zeros(taps_per_phase * up)
+    h_padded[:n_taps] = design_filter(up, down, beta, half_len_factor)
+    phases = h_padded.reshape(taps_per_phase, up).T[:, ::-1]
+    phases.flags.writeable = False
+    return phases
 
 
 @lru_cache(maxsize=16)
-def _polyphase(up: int, down: int, beta: float, half_len_factor: int) -> _Polyphase:
-    h = design_filter(up, down, beta, half_len_factor)
-    half_len = (len(h) - 1) // 2
-    taps_per_phase = -(-len(h) // up)
-    h_padded = np.zeros(taps_per_phase * up)
-    h_padded[: len(h)] = h
-    # Output r of a block reads x[start[r] : start[r] + taps_per_phase] with phase filter r,
-    # reversed so the dot product runs forwards in time.
-    starts = [(r * down + half_len) // up - taps_per_phase + 1 for r in range(up)]
-    phases = [(r * down + half_len) % up for r in range(up)]
-    rows_per_block = -(-(starts[-1] - starts[0] + taps_per_phase) // down)
-    block_filter = np.zeros((rows_per_block * down, up))
+def _block_matrix(up: int, down: int, beta: float, half_len_factor: int) -> np.ndarray:
+    """The block path's [rows_per_block*up, down] matrix: row a*up + r = filter r's taps on row a.
+    At most MAX_MATRIX_ENTRIES entries (callers check), so 16 cached ones take at most 32 MiB."""
+    layout = _layout(up, down, half_len_factor)
+    phases = _phase_taps(up, down, beta, half_len_factor)
+    tpp = layout.taps_per_phase
+    block_filter = np.zeros((layout.rows_per_block * down, up))
     for r in range(up):
-        offset = starts[r] - starts[0]
-        block_filter[offset : offset + taps_per_phase, r] = h_padded[phases[r] :: up][::-1]
-    row_filter = np.ascontiguousarray(block_filter.reshape(rows_per_block, down, up).transpose(0, 2, 1).reshape(-1, down))
+        offset = (r * down + layout.half_len) // up - tpp + 1 - layout.first_start
+        block_filter[offset : offset + tpp, r] = phases[(r * down + layout.half_len) % up]
+    row_filter = np.ascontiguousarray(
+        block_filter.reshape(layout.rows_per_block, down, up).transpose(0, 2, 1).reshape(-1, down)
+    )
     row_filter.flags.writeable = False
-    return _Polyphase(half_len, rows_per_block, starts[0], row_filter)
+    return row_filter
+
+
+@lru_cache(maxsize=2)
+def _per_output_taps(up: int, down: int, beta: float, half_len_factor: int) -> np.ndarray:
+    """_phase_taps, contiguous (its rows are gathered: twice as fast) and read-only; two cached, since a
+    batch of files at one odd rate reuses them. The copy costs no peak: the design held as much."""
+    phases = np.ascontiguousarray(_phase_taps(up, down, beta, half_len_factor))
+    phases.flags.writeable = False
+    return phases
 
 
 class StreamingResampler:
@@ -104,10 +187,18 @@ class StreamingResampler:
         self.up, self.down = ratio_for(in_rate_hz, out_rate_hz)
         up, down = self.up, self.down
         self._identity = up == down == 1  # resample_poly returns x itself
-        tables = _polyphase(up, down, float(beta), int(half_len_factor))
-        self._half_len, self._rows_per_block, self._first_start, self._row_filter = tables
-        # Zeros flush() appends: enough for the last output's taps and the last block's reads.
-        self._tail = (self._rows_per_block + 1) * down + self._half_len // up + 1
+        layout = _layout(up, down, int(half_len_factor))
+        self._half_len, self._taps_per_phase = layout.half_len, layout.taps_per_phase
+        self._rows_per_block, self._first_start = layout.rows_per_block, layout.first_start
+        if layout.matrix_entries <= MAX_MATRIX_ENTRIES:
+            self._row_filter = _block_matrix(up, down, float(beta), int(half_len_factor))
+            self._phase_taps = None
+            # Zeros flush() appends: enough for the last output's taps and the last block's reads.
+            self._tail = (self._rows_per_block + 1) * down + self._half_len // up + 1
+        else:
+            self._row_filter = None
+            self._phase_taps = _per_output_taps(up, down, float(beta), int(half_len_factor))
+            self._tail = self._half_len // up + 1  # the last output reads up to x[n - 1 + half_len // up]
         self._buf = np.zeros(0)
         self._buf_len = 0
         self.reset()
@@ -147,6 +238,8 @@ class StreamingResampler:
         first, self._n_out = self._n_out, n_out_total
         if n_out_total <= first:
             return np.zeros(0)
+        if self._phase_taps is not None:
+            return self._emit_per_output(first, n_out_total)
         up, down = self.up, self.down
         q0, q1 = first // up, -(-n_out_total // up)
         n_rows = q1 - q0 + self._rows_per_block - 1
@@ -164,6 +257,20 @@ class StreamingResampler:
         )
         y = np.add.reduce(diagonals, axis=0).T.ravel()
         return y[first - q0 * up : n_out_total - q0 * up]
+
+    def _emit_per_output(self, first: int, n_out_total: int) -> np.ndarray:
+        """Outputs [first, n_out_total), each its phase's taps dotted with its input window."""
+        windows = np.lib.stride_tricks.sliding_window_view(self._buf[: self._buf_len], self._taps_per_phase)
+        step = max(1, _GATHER_ENTRIES // self._taps_per_phase)
+        y = np.empty(n_out_total - first)
+        for begin in range(first, n_out_total, step):
+            m = np.arange(begin, min(begin + step, n_out_total), dtype=np.int64)
+            centre = m * self.down + self._half_len  # output m sits at input time centre / up
+            starts = centre // self.up - (self._taps_per_phase - 1) - self._buf_origin
+            y[begin - first : begin - first + len(m)] = np.einsum(
+                "ij,ij->i", self._phase_taps[centre % self.up], windows[starts]
+            )
+        return y
 
     def push(self, x: np.ndarray) -> np.ndarray:
         """Feed input samples (1-D float, any length incl. 0); return the newly determined outputs."""

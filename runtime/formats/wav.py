@@ -3,7 +3,8 @@
 Python's `wave` module rejects WAVE_FORMAT_EXTENSIBLE headers, which many recorders write even for
 plain 16-bit mono, so the chunks are walked here: unknown chunks (LIST, fact, ...) are skipped, odd
 chunk sizes are followed by their pad byte, and `fmt ` must come before `data`. Anything other than
-16-bit integer PCM mono is refused with a FormatError that says what the file holds instead.
+16-bit integer PCM mono is refused with a FormatError that says what the file holds instead, and so
+is a declared rate above runtime.dsp's MAX_RATE_HZ (192 kHz: no recorder's rate, a damaged header).
 The RIFF size field is not trusted (writers that stream often leave it wrong): chunks are walked
 against the real file size. A data chunk shorter than it declares is an error, never a silent
 partial read; bytes after a complete data chunk (a pad byte, trailing chunks) are ignored.
@@ -20,6 +21,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from runtime.dsp.resample import MAX_RATE_HZ
 from runtime.formats.errors import FormatError
 from runtime.records import Audio
 
@@ -82,8 +84,8 @@ def write_wav(path: str | Path, audio: Audio) -> None:
     if samples.size == 0:
         raise ValueError(f"write_wav {path}: no samples; expected at least one")
     rate_hz = int(audio.rate_hz)
-    if not 0 < rate_hz < 2**31:
-        raise ValueError(f"write_wav {path}: sample rate {audio.rate_hz} Hz; expected a positive integer")
+    if not 0 < rate_hz <= MAX_RATE_HZ:
+        raise ValueError(f"write_wav {path}: sample rate {audio.rate_hz} Hz; expected 1 to {MAX_RATE_HZ} Hz")
     data = samples.astype("<i2", copy=False).tobytes()
     if len(data) + _HEADER_BYTES - 8 > 0xFFFFFFFF:
         raise ValueError(f"write_wav {path}: {len(data)} bytes of audio do not fit a RIFF file (4 GiB)")
@@ -176,4 +178,7 @@ def _parse_fmt(raw: bytes, path: str | Path) -> int:
         raise FormatError(path, f"block align {block_align}", expected="2 bytes per frame for 16-bit mono")
     if rate_hz == 0:
         raise FormatError(path, "sample rate 0 Hz", expected="a positive sample rate")
+    if rate_hz > MAX_RATE_HZ:
+        raise FormatError(path, f"sample rate {rate_hz} Hz, more than any recorder uses (a damaged header?)",
+                          expected=f"at most {MAX_RATE_HZ} Hz")
     return rate_hz
