@@ -18,6 +18,12 @@ import time
 
 from firmware_bridge import protocol as p
 
+try:  # a serial port's tcdrain/tcflush raise termios.error (not an OSError) when the device vanishes
+    from termios import error as _TermiosError
+except ImportError:  # not a POSIX system: pyserial raises SerialException there
+    class _TermiosError(Exception):
+        pass
+
 #: Consecutive "ready but returned no data" reads accepted on a port whose node still exists
 #: (a pseudo-terminal under load does this now and then) before it counts as gone.
 _EMPTY_READS_TOLERATED = 200
@@ -82,7 +88,7 @@ class DeviceSession:
         if self._serial is not None:
             try:
                 self._serial.close()
-            except OSError:
+            except (OSError, _TermiosError):
                 pass
             self._serial = None
 
@@ -105,7 +111,7 @@ class DeviceSession:
         try:
             self._serial.write(self._encoder.encode(command))
             self._serial.flush()
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, _TermiosError) as exc:
             raise Disconnected(f"stethoscope port {self.port} went away while sending: {exc}") from exc
 
     def connect(self) -> p.DeviceInfo:
@@ -183,7 +189,7 @@ class DeviceSession:
 
         try:
             self._serial.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, _TermiosError) as exc:
             raise Disconnected(f"stethoscope port {self.port} went away: {exc}") from exc
 
     def _read_raw(self) -> list[p.Event]:

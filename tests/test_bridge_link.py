@@ -225,3 +225,21 @@ def test_a_spurious_empty_read_on_a_live_pty_is_not_an_unplug_but_a_vanished_por
             emulator.stop()  # the pty and its symlink are gone: now it is an unplug
             with pytest.raises(Disconnected, match="went away"):
                 session.read()
+
+
+def test_a_port_whose_other_end_vanished_is_a_disconnect_not_a_termios_error():
+    """pyserial's flush (tcdrain) and reset_input_buffer (tcflush) raise termios.error, not an
+    OSError, on a pseudo-terminal whose other end has closed: the session says Disconnected."""
+    master, slave = os.openpty()
+    session = DeviceSession(os.ttyname(slave)).open()
+    try:
+        os.close(master)
+        session._serial.write = lambda data: len(data)  # as if the bytes were queued before the end vanished
+        with pytest.raises(Disconnected, match="went away while sending"):
+            session.send(p.Stop())
+        with pytest.raises(Disconnected, match="went away"):
+            session._flush()
+    finally:
+        session.__exit__(None, None, None)  # and closing it raises nothing either
+        os.close(slave)
+    assert session._serial is None
