@@ -269,6 +269,9 @@ def open_visit_to_continue(box, args, demographics: dict, consent, interactive: 
     Consent belongs to the person: a resumed visit keeps its own patient's."""
     open_visits = box.resumable()
     if not open_visits:
+        if args.resume is not None:
+            raise InputError(f"--resume {args.resume}: no visit is open to continue; leave out --resume to register "
+                             "the patient")
         return None
     chosen = open_visits[-1]
     if args.resume is not None:
@@ -562,6 +565,8 @@ def main_export(argv: list[str]) -> int:
     p.add_argument("--since", default=None, help="only records written at or after this ISO date/time (UTC unless stated)")
     p.add_argument("--out", type=Path, required=True, help="folder to write into")
     args = p.parse_args(argv)
+    if args.after is not None and not 0 <= args.after < 2**63:
+        p.error(f"--after must be a sequence number from 0 (an earlier export's max_seq); got {args.after}")
     from runtime.store import Store, export_circor, export_records
 
     root = args.db or default_db()
@@ -582,6 +587,9 @@ def main_export(argv: list[str]) -> int:
             paths = export.write(args.out)
     except (StoreError, ValueError) as exc:
         print(f"pcg-runtime export: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"pcg-runtime export: cannot write to {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{k} {v}" for k, v in export.counts.items() if v)
     print(f"{len(paths)} files in {args.out}: {counts or 'nothing new'}; next export: --after {export.max_seq}")

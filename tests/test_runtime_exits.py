@@ -174,3 +174,18 @@ def test_demographics_file_values_are_checked_against_the_age_group(tmp_path):
     assert_sentence(done, 2, "implausible for age group Neonate")
     with Store.open(tmp_path / "store") as store:
         assert store.query("SELECT COUNT(*) FROM patients")[0][0] == 0
+
+
+def test_store_and_export_paths_that_cannot_work_are_a_sentence(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = run(RUNTIME + ["--db", str(blocker / "store"), "--yes", "--no-model", "--speed", "50"])
+    assert_sentence(done, 2, f"cannot create or open the store at {blocker / 'store'}")
+    store_root = tmp_path / "store"
+    Store.open(store_root).close()
+    done = run(RUNTIME + ["export", "--db", str(store_root), "--out", str(blocker / "out")])
+    assert_sentence(done, 2, f"cannot write to {blocker / 'out'}")
+    done = run(RUNTIME + ["export", "--db", str(store_root), "--out", str(tmp_path / "out"), "--after", "9" * 30])
+    assert_sentence(done, 2, "--after must be a sequence number")
+    done = run(RUNTIME + ["--db", str(store_root), "--resume", "PCG-AAAA-AA", "--yes", "--no-model"])
+    assert_sentence(done, 2, "no visit is open to continue")

@@ -228,8 +228,12 @@ class Store:
                 raise StoreError(f"{db_path} has schema version {version}, this program reads {SCHEMA_VERSION}; "
                                  "open it once for writing with this release to migrate it")
             return cls(root, conn, None, **options)
-        make_dirs_durable(root)
-        lock_fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            make_dirs_durable(root)
+            lock_fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot create or open the store at {root}: {exc.strerror or exc}; check the path and "
+                             "its permissions") from exc
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
