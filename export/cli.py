@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recordings of the stethoscope the model will be used with, ideally of people without heart disease "
                         "(CirCor, PhysioNet 2016 or WAV folder; labels are not read): "
                         "every fold model's batch-norm statistics are re-estimated on them (AdaBN) before export; the manifest records it")
+    p.add_argument("--sign-key", type=Path, default=None, metavar="KEY",
+                   help="sign every model written with this Ed25519 private key (pcg-export keygen); boxes trust the "
+                        "models of the public keys in their configuration")
     p.add_argument("--allow-weak-model", action="store_true",
                    help=f"export a model whose cross-validated pooled AUROC is below {WEAK_AUROC} (refused otherwise); "
                         "its manifest then says so, and every result's provenance shows it")
@@ -114,10 +117,46 @@ def weak_model_check(source, allow: bool) -> dict | None:
                     "not fit for screening decisions"}
 
 
+def keygen(argv: list[str]) -> int:
+    """`pcg-export keygen --out DIR [--name NAME]`: a programme's signing key pair."""
+    from runtime.signing import generate_keypair
+
+    p = argparse.ArgumentParser(prog="pcg-export keygen", description="Make an Ed25519 key pair for signing models: "
+                                "NAME.key (private, mode 0600: keep it on the machine that exports, never on a box or "
+                                "in git) and NAME.pub (its public line, for the boxes' trusted_keys).")
+    p.add_argument("--out", type=Path, required=True, help="folder to write the two files into")
+    p.add_argument("--name", default="programme", help="file name stem (default: programme)")
+    args = p.parse_args(argv)
+    try:
+        keys = generate_keypair(args.out, args.name)
+    except (FileExistsError, OSError) as err:
+        print(f"pcg-export keygen: {err}", file=sys.stderr)
+        return 2
+    print(f"private key {keys.private_path} (mode 0600; never copy it to a box)")
+    print(f"public key  {keys.public_path}: key id {keys.key_id}; add this line to trusted_keys in each box's "
+          f"configuration (/etc/pcg-screen/box.json):")
+    print(f"  {keys.public_key}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["keygen"]:
+        return keygen(argv[1:])
     args = build_parser().parse_args(argv)
-    command = "pcg-export " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "pcg-export " + " ".join(argv)
     started = time.perf_counter()
+    if args.sign_key is not None:
+        from runtime.signing import SignatureError, signature_entry
+
+        try:
+            signature_entry("{}", args.sign_key)  # a key that cannot sign is refused before minutes of export
+        except SignatureError as err:
+            print(f"pcg-export: --sign-key: {err}", file=sys.stderr)
+            return 2
+    else:
+        print("pcg-export: note: no --sign-key: the models are unsigned, and boxes refuse them unless told explicitly "
+              "(--allow-unsigned-model)", file=sys.stderr)
     if args.tensorrt:
         try:
             require_tensorrt()  # before minutes of export and calibration
@@ -151,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     clear_previous_export(args.out)
-    float_bytes = with_manifest(float_graph, manifest)
+    float_bytes = signed(with_manifest(float_graph, manifest), args.sign_key)
     parity = {"data": {"dataset": data.dataset, "note": data.note}, **float_parity(source, float_bytes, data.evaluation)}
     _write_json(sibling(args.out, ".parity.json"), parity)
     if not parity["passed"]:  # nothing that loads is left behind; the parity report says why
@@ -178,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if quantizing:
         variants = [TENSORRT] if not args.int8 else [CPU, TENSORRT]
         for variant in variants:
-            int8, path, report = _int8_model(source, float_graph, float_bytes, data, variant, thresholds, command, args.out, lodo, weak)
+            int8, path, report = _int8_model(source, float_graph, float_bytes, data, variant, thresholds, command, args.out, lodo, weak,
+                                             args.sign_key)
             written[f"int8_{variant.name}"] = {"path": path.name, "use": report["use"], "parity": report["passed"]}
             if not report["passed"]:
                 failed.append(f"int8 {variant.name} parity: AUROC difference {report['auroc_difference']:+.4f}, "
@@ -208,14 +248,24 @@ def manifest_of(model_bytes: bytes):
     return ModelManifest.from_json(props[MANIFEST_KEY])
 
 
+def signed(model_bytes: bytes, key: Path | None) -> bytes:
+    """`model_bytes` signed with `key` (runtime.signing), or as they are without one."""
+    if key is None:
+        return model_bytes
+    from runtime.signing import sign_model
+
+    return sign_model(model_bytes, key)
+
+
 def _int8_model(source, float_graph: bytes, float_bytes: bytes, data, variant, thresholds, command: str, out: Path, lodo: dict | None,
-                weak: dict | None):
+                weak: dict | None, sign_key: Path | None = None):
     """Quantize, embed the manifest, write the model and its parity report. For the CPU model the
     LSTM is dynamically quantized only where that is measured to be faster (runs interleaved)."""
     made = []
     for candidate in [variant] if variant is not CPU else [CPU, CPU_LSTM]:
         int8_graph, description = quantize(float_graph, source, data.calibration, candidate, data.note)
-        made.append((with_manifest(int8_graph, build_manifest(source, (command,), variant=description, lodo=lodo, weak=weak)), description))
+        made.append((signed(with_manifest(int8_graph, build_manifest(source, (command,), variant=description, lodo=lodo, weak=weak)),
+                            sign_key), description))
     alternative = None
     if len(made) > 1:
         latencies = paired_latency_ms([m for m, _ in made], next(data.evaluation.batches(1)))

@@ -68,7 +68,7 @@ def triage_folder(model, root: Path, out: Path, *, format: str | None = None, op
     murmur = model.manifest.task == "murmur"
     columns = COLUMNS + (MURMUR_COLUMNS if murmur else ())
     summary = BatchSummary(problems=list(dataset.problems))
-    info = model_summary(model.manifest, model.provider)
+    info = model_summary(model.manifest, model.provider, model.trust)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
@@ -86,7 +86,7 @@ def triage_folder(model, root: Path, out: Path, *, format: str | None = None, op
                 if not usable:
                     raise ValueError("every recording is shorter than one spectrogram frame")
                 score = score_patient(model, usable, patient.demographics, config)
-                notes = model_limits(model.manifest, patient.demographics, list(usable))
+                notes = model_limits(model.manifest, patient.demographics, list(usable), model.trust)
                 result = decide(score, quality, model.manifest, operating_point, notes=notes, model_info=info)
                 row.update(outcome_probability=f"{result.probability:.6f}", decision=result.decision,
                            reason=result.reason)

@@ -347,7 +347,7 @@ def run_live(args, model, store) -> dict:
         if model is not None:
             from runtime.triage import model_limits
 
-            for note in model_limits(model.manifest, visit.demographics, list(GUIDED_SITES)):
+            for note in model_limits(model.manifest, visit.demographics, list(GUIDED_SITES), model.trust):
                 say(f"note: {note}")
         for site in box.remaining_sites(visit):
             for attempt in range(args.retakes + 1):
@@ -398,9 +398,23 @@ def load_model(args):
     ModelError propagates (main() reports it, exit 3)."""
     if getattr(args, "no_model", False):
         return None
-    from runtime.inference import Model
+    from runtime.config import ConfigError, load_box_config
+    from runtime.inference import Model, ModelError
 
-    model = Model.load(args.model or os.environ.get("PCG_SCREEN_MODEL") or None, backend=args.backend)
+    try:
+        config = load_box_config(args.config)
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
+    model = Model.load(args.model or os.environ.get("PCG_SCREEN_MODEL") or None, backend=args.backend,
+                       trusted_keys=config.key_ids)
+    if not model.trust.trusted and not (args.allow_unsigned_model or config.allow_unsigned_models):
+        if model.trust.kind == "signed":
+            raise ModelError(f"{model.path} is signed by key {model.trust.key_id}, which this box does not trust: add that "
+                             f"key's public line (its .pub file) to trusted_keys in the box configuration ({config.where}), "
+                             "or pass --allow-unsigned-model to screen with it anyway (every result then says so)")
+        raise ModelError(f"{model.path} is unsigned: nobody vouches for its thresholds, statistics or graph. Use a model "
+                         f"signed by your programme (pcg-export --sign-key) whose public key is in the box configuration "
+                         f"({config.where}), or pass --allow-unsigned-model to screen with it anyway (every result then says so)")
     points = model.manifest.operating_points
     if args.operating_point is not None and args.operating_point not in points:
         raise InputError(f"--operating-point {args.operating_point!r} is not one of this model's: {', '.join(points)}")
@@ -412,6 +426,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("auto", "cpu", "tensorrt"), default="auto",
                    help="auto: TensorRT where a GPU and TensorRT exist, else CPU (default)")
     p.add_argument("--operating-point", default=None, help="named threshold of the manifest (default: its default)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="box configuration: trusted signing keys (default: $PCG_SCREEN_CONFIG, else /etc/pcg-screen/box.json)")
+    p.add_argument("--allow-unsigned-model", action="store_true",
+                   help="screen with a model that is unsigned or signed by a key this box does not trust (results say so)")
 
 
 def live_parser() -> argparse.ArgumentParser:
@@ -607,9 +625,10 @@ def main_model(argv: list[str]) -> int:
     if args.json:
         print(model.manifest.to_json())
         return 0
-    summary = model_summary(model.manifest, model.provider)
+    summary = model_summary(model.manifest, model.provider, model.trust)
     print(f"{model.path}: {summary['name']}, {summary['task']} / {summary['architecture']}, created {summary['created_utc']}")
     print(f"graph sha256 {summary['graph_sha256']} (verified); provider {summary['provider']}")
+    print(f"trust: {model.trust.describe()}")
     print(f"trained on {summary['training_data']}; " + ", ".join(f"{k} AUROC {v}" for k, v in summary["auroc"].items()))
     if summary["adapted_to"]:
         adapted = summary["adapted_to"]
@@ -617,7 +636,7 @@ def main_model(argv: list[str]) -> int:
               f"({adapted['folder']}, {adapted['adapted_utc']})")
     for name, point in model.manifest.operating_points.items():
         print(f"operating point {name}: threshold {point.threshold:.3f}  {point.description}")
-    for note in model_limits(model.manifest, None, list(GUIDED_SITES)):
+    for note in model_limits(model.manifest, None, list(GUIDED_SITES), model.trust):
         print(f"note: {note}")
     print(DISCLAIMER)
     return 0

@@ -35,7 +35,8 @@ import onnxruntime as ort
 
 from runtime.dsp.config import FrontEndConfig
 from runtime.dsp.patient import PatientTensor
-from runtime.manifest import ManifestError, ModelManifest, verify_model_file
+from runtime.manifest import MANIFEST_KEY, ManifestError, ModelManifest, verify_model_bytes
+from runtime.signing import SIGNATURE_KEY, SignatureError, Trust, model_trust, pinned_hash
 from runtime.metadata import METADATA_DIM, MetadataStats, encode_metadata
 from runtime.records import Demographics
 from runtime.sites import SITES
@@ -206,8 +207,9 @@ def _check_procedure(manifest: ModelManifest, session: ort.InferenceSession) -> 
 class Model:
     """An ONNX Runtime session of a verified model file and the manifest that says how to feed it."""
 
-    def __init__(self, session: ort.InferenceSession, manifest: ModelManifest, path: Path):
+    def __init__(self, session: ort.InferenceSession, manifest: ModelManifest, path: Path, trust: Trust | None = None):
         self.session, self.manifest, self.path = session, manifest, path
+        self.trust = trust or Trust("unsigned")  # who vouches for it (runtime.signing); the box's policy decides
         self.provider = session.get_providers()[0]  # the first provider ONNX Runtime kept is the one in use
         self.frontend, self.n_crops, self.clip_frames = _check_procedure(manifest, session)
         self.metadata_stats = MetadataStats.from_dict(manifest.metadata_stats) if manifest.uses_metadata else None
@@ -222,40 +224,55 @@ class Model:
         return self.manifest.uses_metadata
 
     @classmethod
-    def load(cls, path: str | Path | None = None, backend: str = "auto", cache_dir: str | Path | None = None) -> Model:
-        """Open and verify the model at `path` (default: the bundled model) on `backend`; ModelError if refused."""
+    def load(cls, path: str | Path | None = None, backend: str = "auto", cache_dir: str | Path | None = None,
+             trusted_keys: frozenset[str] | set[str] = frozenset()) -> Model:
+        """Open and verify the model at `path` (default: the bundled model) on `backend`; ModelError if
+        refused. The file is read once: the hash check, the signature check and the session all see
+        the same bytes. `trust` says who vouches for it: the pinned bundled model, a signature (by a
+        key in `trusted_keys` or not), or nobody; a signature that does not verify is refused here.
+        Whether an unsigned or untrusted model may screen is the box's decision (runtime.cli)."""
         path = Path(path) if path is not None else default_model_path()
         if not path.is_file():
             raise ModelError(f"{path}: no such model file")
+        try:
+            model_bytes = path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot read the model file: {exc.strerror}") from None
         available = ort.get_available_providers()
         if backend == "cpu" or (backend == "auto" and not {TENSORRT, CUDA} & set(available)):
-            session = cls._session(path, [CPU])
-            manifest = cls._verify(path, session)
+            session = cls._session(path, model_bytes, [CPU])
+            manifest = cls._verify(path, model_bytes, session)
         else:
-            manifest = cls._verify(path, None)  # before a GPU session: an engine build takes minutes
+            manifest = cls._verify(path, model_bytes, None)  # before a GPU session: an engine build takes minutes
             gpu, trt = gpu_name(), tensorrt_version()
             cache = None
             if TENSORRT in available:
                 cache = engine_cache_path(Path(cache_dir) if cache_dir else default_cache_dir(),
                                           gpu or "unknown-gpu", trt or "unknown-tensorrt", manifest.graph_sha256)
                 cache.mkdir(parents=True, exist_ok=True)
-            session = cls._session(path, provider_plan(backend, available, cache))
+            session = cls._session(path, model_bytes, provider_plan(backend, available, cache))
             if backend == "tensorrt" and session.get_providers()[0] != TENSORRT:
                 raise ModelError(f"backend 'tensorrt': ONNX Runtime could not start {TENSORRT} here (it fell back to "
                                  f"{session.get_providers()[0]}); check CUDA and TensorRT libraries (docs/deploy-jetson.md)")
-        return cls(session, manifest, path)
+        meta = session.get_modelmeta().custom_metadata_map
+        try:
+            trust = model_trust(model_bytes, meta[MANIFEST_KEY], meta.get(SIGNATURE_KEY), set(trusted_keys),
+                                pinned=pinned_hash(default_model_path()))
+        except SignatureError as err:
+            raise ModelError(f"model refused: {path}: {err}") from None
+        return cls(session, manifest, path, trust)
 
     @staticmethod
-    def _session(path: Path, providers: list) -> ort.InferenceSession:
+    def _session(path: Path, model_bytes: bytes, providers: list) -> ort.InferenceSession:
         try:
-            return ort.InferenceSession(str(path), sess_options=session_options(), providers=providers)
+            return ort.InferenceSession(model_bytes, sess_options=session_options(), providers=providers)
         except Exception as exc:  # onnxruntime raises several unrelated exception types
             raise ModelError(f"{path}: ONNX Runtime cannot load the model: {exc}") from None
 
     @staticmethod
-    def _verify(path: Path, session: ort.InferenceSession | None) -> ModelManifest:
+    def _verify(path: Path, model_bytes: bytes, session: ort.InferenceSession | None) -> ModelManifest:
         try:
-            return verify_model_file(path, session)
+            return verify_model_bytes(model_bytes, path, session)
         except ManifestError as err:
             raise ModelError(f"model refused: {err}") from None
 

@@ -225,21 +225,45 @@ def _entry_key(entry: bytes) -> str | None:
     return None
 
 
-def embed_manifest(model_bytes: bytes, manifest: ModelManifest) -> bytes:
-    """Model bytes with the manifest (graph hash filled in) as metadata_props[MANIFEST_KEY].
+def metadata_entries(model_bytes: bytes) -> dict[str, str]:
+    """The model's metadata_props (ModelProto field 14) as key -> value, read without onnx."""
+    entries = {}
+    for number, wire, start, _end in _top_level_fields(model_bytes):
+        if number == _METADATA_PROPS_FIELD and wire == 2:
+            entry = _payload(model_bytes, start)
+            values = {n: _payload(entry, s).decode("utf-8", errors="replace")
+                      for n, w, s, _e in _top_level_fields(entry) if w == 2}
+            if 1 in values:
+                entries[values[1]] = values.get(2, "")
+    return entries
 
-    Any earlier manifest entry is replaced; the graph and every other field stay byte-identical.
-    """
-    from dataclasses import replace
 
-    manifest = replace(manifest, graph_sha256=graph_sha256(model_bytes))
-    manifest.check()
+def embed_metadata(model_bytes: bytes, key: str, value: str | None, *, drop: tuple[str, ...] = ()) -> bytes:
+    """Model bytes with metadata_props[key] = value (None: removed) and the entries named in `drop`
+    removed; the graph and every other field stay byte-identical."""
+    removed = {key, *drop}
     kept = [
         model_bytes[start:end]
         for number, wire, start, end in _top_level_fields(model_bytes)
-        if not (number == _METADATA_PROPS_FIELD and wire == 2 and _entry_key(_payload(model_bytes, start)) == MANIFEST_KEY)
+        if not (number == _METADATA_PROPS_FIELD and wire == 2 and _entry_key(_payload(model_bytes, start)) in removed)
     ]
-    return b"".join(kept) + _string_entry(MANIFEST_KEY, manifest.to_json())
+    return b"".join(kept) + (_string_entry(key, value) if value is not None else b"")
+
+
+def embed_manifest(model_bytes: bytes, manifest: ModelManifest) -> bytes:
+    """Model bytes with the manifest (graph hash filled in) as metadata_props[MANIFEST_KEY].
+
+    Any earlier manifest entry is replaced, and any signature with it (it vouched for the old
+    manifest: the model is unsigned until runtime.signing.sign_model signs it again); the graph and
+    every other field stay byte-identical.
+    """
+    from dataclasses import replace
+
+    from runtime.signing import SIGNATURE_KEY
+
+    manifest = replace(manifest, graph_sha256=graph_sha256(model_bytes))
+    manifest.check()
+    return embed_metadata(model_bytes, MANIFEST_KEY, manifest.to_json(), drop=(SIGNATURE_KEY,))
 
 
 def manifest_from_session(session) -> ModelManifest:
@@ -261,6 +285,12 @@ def verify_model_file(path: str | Path, session=None) -> ModelManifest:
         model_bytes = path.read_bytes()
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read the model file: {exc.strerror}") from None
+    return verify_model_bytes(model_bytes, path, session)
+
+
+def verify_model_bytes(model_bytes: bytes, path: str | Path, session=None) -> ModelManifest:
+    """verify_model_file for bytes already read (`path` names them in messages); `session`, when
+    given, must have been made from these same bytes."""
     if session is None:
         import onnxruntime as ort
 

@@ -452,9 +452,9 @@ class ScreeningBox:
             manifest = self.model.manifest
             scored = {s: r.prediction for s, r in visit.sites.items() if r.prediction is not None}
             score = score_patient(self.model, features, visit.demographics, self.config, scored)
-            notes = model_limits(manifest, visit.demographics, list(features)) + list(score.notes)
+            notes = model_limits(manifest, visit.demographics, list(features), self.model.trust) + list(score.notes)
             result = decide(score, quality, manifest, self.operating_point, missing_sites=missing, notes=notes,
-                            model_info=model_summary(manifest, self.model.provider))
+                            model_info=model_summary(manifest, self.model.provider, self.model.trust))
         visit.decided_at = time.monotonic()
         if self.store is not None and visit.session_id is not None:
             session = self.store.session(visit.session_id)

@@ -63,8 +63,9 @@ class TriageResult:
         return data
 
 
-def model_summary(manifest: ModelManifest, provider: str | None = None) -> dict:
-    """The provenance a result shows: which model, trained on what, measured how."""
+def model_summary(manifest: ModelManifest, provider: str | None = None, trust=None) -> dict:
+    """The provenance a result shows: which model, trained on what, measured how, who vouches for it
+    (`trust`: runtime.signing.Trust, from Model.trust)."""
     pooled = {}
     for label, block in _metric_blocks(manifest.metrics):
         auroc = block.get("auroc") if isinstance(block, dict) else None
@@ -89,6 +90,7 @@ def model_summary(manifest: ModelManifest, provider: str | None = None) -> dict:
         "training_data": manifest.training_data.get("dataset") if isinstance(manifest.training_data, dict) else None,
         "auroc": pooled,
         "provider": provider,
+        "trust": trust.describe() if trust is not None else None,
     }
 
 
@@ -103,10 +105,14 @@ def _metric_blocks(metrics: dict):
             yield block.get("measured_as", name).split(" (")[0], block["pooled"]
 
 
-def model_limits(manifest: ModelManifest, demographics: Demographics | None, sites: list[str]) -> list[str]:
-    """Sentences for the operator: what was recorded that this model cannot use, and a model exported
-    below the quality floor (pcg-export --allow-weak-model)."""
+def model_limits(manifest: ModelManifest, demographics: Demographics | None, sites: list[str], trust=None) -> list[str]:
+    """Sentences for the operator: what was recorded that this model cannot use, a model exported
+    below the quality floor (pcg-export --allow-weak-model), and a model nobody this box trusts
+    vouches for (`trust`: runtime.signing.Trust; allowed only explicitly, see runtime.cli)."""
     notes = []
+    if trust is not None and not trust.trusted:
+        notes.append(f"untrusted model ({trust.describe()}): it screens only because the operator allowed it "
+                     "explicitly; its thresholds and statistics may have been changed")
     weak = manifest.metrics.get("weak_model") if isinstance(manifest.metrics, dict) else None
     if isinstance(weak, dict):
         notes.append(f"weak model: its cross-validated AUROC ({weak.get('pooled_auroc', float('nan')):.2f}) is below "

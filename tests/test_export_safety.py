@@ -77,3 +77,22 @@ def test_a_chance_level_model_needs_an_explicit_override_that_every_result_then_
     manifest = Model.load(out).manifest
     assert manifest.metrics["weak_model"]["pooled_auroc"] == pytest.approx(0.52)
     assert any(note.startswith("weak model") for note in model_limits(manifest, None, ["MV"]))
+
+
+def test_pcg_export_signs_every_model_it_writes_with_the_programme_key(run, tmp_path, capsys):
+    from runtime.signing import generate_keypair
+
+    keys = generate_keypair(tmp_path / "keys")
+    out = tmp_path / "signed.onnx"
+    assert pcg_export(export_args(run, run / "run", out, "--sign-key", str(keys.private_path))) == 0
+    model = Model.load(out, trusted_keys={keys.key_id})
+    assert model.trust.kind == "signed" and model.trust.key_id == keys.key_id and model.trust.trusted
+    assert not Model.load(out).trust.trusted  # a box without the key does not trust it
+    unsigned = tmp_path / "unsigned.onnx"
+    assert pcg_export(export_args(run, run / "run", unsigned)) == 0
+    assert "the models are unsigned" in capsys.readouterr().err
+    assert Model.load(unsigned).trust.kind == "unsigned"
+    not_a_key = tmp_path / "not-a-key"
+    not_a_key.write_text("hello")
+    assert pcg_export(export_args(run, run / "run", tmp_path / "x.onnx", "--sign-key", str(not_a_key))) == 2
+    assert "not a readable unencrypted private key" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()

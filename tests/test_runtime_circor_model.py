@@ -41,7 +41,7 @@ def circor_model(tmp_path_factory):
 def test_triage_of_a_circor_folder_writes_the_murmur_columns_that_pcg_eval_scores(circor_model, tmp_path):
     data, model_path = circor_model
     out = tmp_path / "results.csv"
-    assert pcg_runtime(["triage", str(data), "--model", str(model_path), "--out", str(out), "--quiet"]) == 0
+    assert pcg_runtime(["triage", str(data), "--model", str(model_path), "--out", str(out), "--quiet", "--allow-unsigned-model"]) == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 16
     assert list(rows[0]) == ["patient_id", "outcome_probability", "decision", "reason",

@@ -334,7 +334,7 @@ def _model_notes(box, demographics) -> list[str]:
         return ["no model is loaded: the recordings are stored, no screening decision will be made"]
     from runtime.triage import model_limits
 
-    return model_limits(box.model.manifest, demographics, list(GUIDED_SITES))
+    return model_limits(box.model.manifest, demographics, list(GUIDED_SITES), box.model.trust)
 
 
 def _load_static() -> dict[str, tuple[bytes, str]]:

@@ -1,0 +1,87 @@
+"""The box's own configuration: which programmes' models it trusts.
+
+    {
+      "trusted_keys": ["ed25519:<base64>", ...],   # public keys (pcg-export keygen's .pub lines)
+      "allow_unsigned_models": false               # true: screen with unsigned/untrusted models, saying so
+    }
+
+Found at `--config FILE`, else $PCG_SCREEN_CONFIG, else /etc/pcg-screen/box.json; with none, the
+box trusts only the bundled model (its hash is pinned in the package). The file decides which
+models may make decisions, so it must not be writable by anyone but its owner: a file that is
+group- or world-writable is refused, as ssh refuses such key files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.signing import SignatureError, key_id, parse_public_key
+
+DEFAULT_CONFIG = Path("/etc/pcg-screen/box.json")
+CONFIG_KEYS = ("trusted_keys", "allow_unsigned_models")
+
+
+class ConfigError(ValueError):
+    """The box configuration cannot be used; the message says why and where."""
+
+
+@dataclass(frozen=True)
+class BoxConfig:
+    trusted_keys: tuple[str, ...] = ()  # "ed25519:..." as written
+    allow_unsigned_models: bool = False
+    path: Path | None = None  # where it was read from; None: no file, the defaults
+    key_ids: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.path else f"{DEFAULT_CONFIG} (absent), or $PCG_SCREEN_CONFIG"
+
+
+def config_path(explicit: str | Path | None = None) -> Path | None:
+    """The configuration file to read: `explicit`, $PCG_SCREEN_CONFIG, or the default when it exists."""
+    if explicit is not None:
+        return Path(explicit)
+    if os.environ.get("PCG_SCREEN_CONFIG"):
+        return Path(os.environ["PCG_SCREEN_CONFIG"])
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def load_box_config(explicit: str | Path | None = None) -> BoxConfig:
+    """The box configuration (defaults when there is no file); ConfigError with the reason otherwise."""
+    path = config_path(explicit)
+    if path is None:
+        return BoxConfig()
+    try:
+        info = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"box configuration {path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"box configuration {path}: not a UTF-8 text file") from None
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(f"box configuration {path} can be changed by other users (mode {stat.S_IMODE(info.st_mode):o}): "
+                          f"it decides which models are trusted; make it writable by its owner only (chmod 644 {path})")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise ConfigError(f"box configuration {path}: not valid JSON ({str(exc)[:120]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"box configuration {path}: expected a JSON object with {', '.join(CONFIG_KEYS)}")
+    unknown = sorted(set(data) - set(CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(f"box configuration {path}: unknown keys {unknown}; allowed: {', '.join(CONFIG_KEYS)}")
+    keys = data.get("trusted_keys", [])
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ConfigError(f"box configuration {path}: trusted_keys must be a list of 'ed25519:...' strings")
+    try:
+        ids = frozenset(key_id(parse_public_key(k)) for k in keys)
+    except SignatureError as exc:
+        raise ConfigError(f"box configuration {path}: trusted_keys: {exc}") from None
+    allow = data.get("allow_unsigned_models", False)
+    if not isinstance(allow, bool):
+        raise ConfigError(f"box configuration {path}: allow_unsigned_models must be true or false")
+    return BoxConfig(tuple(keys), allow, path, ids)
