@@ -54,6 +54,9 @@ from trainer.inference import ensemble_thresholds
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcg-export", description=__doc__.split("\n\n")[0])
+    from runtime.version import add_version_flag
+
+    add_version_flag(p)
     p.add_argument("source", type=Path, help="a pcg-train --out folder (fold ensemble) or one fold's model.pt")
     p.add_argument("--out", type=Path, required=True, help="float ONNX model to write (variants go beside it)")
     p.add_argument("--int8", action="store_true", help="also write the int8 CPU and TensorRT-ready models with parity reports")

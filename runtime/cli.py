@@ -30,6 +30,7 @@ from runtime.records import AGE_GROUPS, SEXES, Demographics
 from runtime.screening import ScreeningBox, ScreeningError
 from runtime.sites import GUIDED_SITES
 from runtime.store.errors import InvalidDemographicsError, StoreError
+from runtime.version import add_version_flag
 
 SITE_NAMES = {"AV": "aortic", "PV": "pulmonary", "TV": "tricuspid", "MV": "mitral", "Phc": "other"}
 DEMOGRAPHIC_KEYS = ("age_group", "sex", "height_cm", "weight_kg", "pregnant", "consent")
@@ -435,6 +436,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 def live_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcg-runtime", description="\n\n".join(__doc__.split("\n\n")[:2]), epilog=DISCLAIMER,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_flag(p)
     p.add_argument("--device", default="sim", help="serial port, pyserial URL, or 'sim' for the virtual stethoscope (default)")
     p.add_argument("--baud", type=int, default=921600)
     add_model_flags(p)
@@ -542,6 +544,7 @@ def main_triage(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="pcg-runtime triage", description="Screen every patient of a folder "
                                 "(CirCor, PhysioNet 2016, or WAV files) and write a results CSV (DESIGN.md contract 6).",
                                 epilog=DISCLAIMER)
+    add_version_flag(p)
     p.add_argument("data", type=Path, help="data folder")
     p.add_argument("--out", type=Path, required=True, help="results CSV to write")
     p.add_argument("--format", choices=("circor", "physionet2016", "wav"), default=None, help="default: detected")
@@ -577,6 +580,7 @@ def main_triage(argv: list[str]) -> int:
 def main_export(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="pcg-runtime export", description="Export the store: records since an earlier "
                                 "export (csv or json, safe to repeat), or recordings in the CirCor layout for retraining.")
+    add_version_flag(p)
     p.add_argument("--db", type=Path, default=None, help=f"store folder (default {default_db()})")
     p.add_argument("--format", choices=("csv", "json", "circor"), default="csv")
     p.add_argument("--after", type=int, default=None, help="only records after this sequence number (an earlier export's max_seq)")
@@ -616,6 +620,7 @@ def main_export(argv: list[str]) -> int:
 
 def main_model(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="pcg-runtime model", description="Check a model file and print its manifest.")
+    add_version_flag(p)
     add_model_flags(p)
     p.add_argument("--json", action="store_true", help="the whole manifest as JSON")
     args = p.parse_args(argv)

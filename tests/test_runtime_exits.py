@@ -189,3 +189,13 @@ def test_store_and_export_paths_that_cannot_work_are_a_sentence(tmp_path):
     assert_sentence(done, 2, "--after must be a sequence number")
     done = run(RUNTIME + ["--db", str(store_root), "--resume", "PCG-AAAA-AA", "--yes", "--no-model"])
     assert_sentence(done, 2, "no visit is open to continue")
+
+
+@pytest.mark.parametrize("command", [[], ["triage"], ["export"], ["model"]])
+def test_every_command_prints_the_package_version_and_the_bundled_model(command):
+    from runtime.version import bundled_model_id, package_version
+
+    done = run(RUNTIME + command + ["--version"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"pcg-runtime {package_version()}; bundled model {bundled_model_id()}"
+    assert "graph " in done.stdout and "unreadable" not in done.stdout

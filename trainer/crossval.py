@@ -206,6 +206,9 @@ def train_and_report(examples: list[Example], folds: list[Fold], model_config, t
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcg-train", description=__doc__.split("\n\n")[0])
+    from runtime.version import add_version_flag
+
+    add_version_flag(p)
     p.add_argument("--data", type=Path, required=True, help="labelled CirCor or PhysioNet 2016 folder")
     p.add_argument("--task", choices=("outcome", "murmur", "both"), default="outcome",
                    help="outcome (refer / no referral), murmur (Present / Unknown / Absent; refers on Present or Unknown), "
