@@ -3,10 +3,12 @@
     pcg-runtime [--device PORT|sim] [--model M] [--db DIR] [demographics flags] [--kiosk]
     pcg-runtime triage [--model M] DATA_DIR --out results.csv
     pcg-runtime export [--db DIR] --format csv|json|circor [--after SEQ] [--since DATE] --out DIR
+    pcg-runtime erase CODE [--db DIR] [--reason TEXT] [--yes]
     pcg-runtime model [--model M]
 
-Live screening asks for the patient's demographics (each skippable as unknown) and the guardian's
-consent, guides the operator through the sites AV, PV, TV and MV, shows the live level and the
+Live screening asks for the patient's demographics (each skippable as unknown), the guardian's
+consent to screen and store, then the separate, optional consent to reuse the recordings for
+retraining, guides the operator through the sites AV, PV, TV and MV, shows the live level and the
 quality of each site, and prints the triage: REFER, NO_REFER or RETAKE with the reason. Every prompt
 can be answered by flags or a JSON file (--demographics), for scripts. Without a terminal on stdin
 nothing is asked. Exit status: 0 done, 2 bad input or the stethoscope failed, 3 the model was refused.
@@ -33,7 +35,7 @@ from runtime.store.errors import InvalidDemographicsError, StoreError
 from runtime.version import add_version_flag
 
 SITE_NAMES = {"AV": "aortic", "PV": "pulmonary", "TV": "tricuspid", "MV": "mitral", "Phc": "other"}
-DEMOGRAPHIC_KEYS = ("age_group", "sex", "height_cm", "weight_kg", "pregnant", "consent")
+DEMOGRAPHIC_KEYS = ("age_group", "sex", "height_cm", "weight_kg", "pregnant", "consent", "consent_reuse")
 
 
 def default_db() -> Path:
@@ -87,9 +89,9 @@ def parse_yes_no(text: str, name: str) -> bool:
     raise InputError(f"{name}: answer yes or no, not {text!r}")
 
 
-def demographics_from_file(path: Path) -> tuple[dict, bool | None]:
-    """A JSON object with any of age_group, sex, height_cm, weight_kg, pregnant (null = unknown),
-    and optionally consent (true/false)."""
+def demographics_from_file(path: Path) -> tuple[dict, bool | None, bool | None]:
+    """(fields, consent, consent_reuse) from a JSON object with any of age_group, sex, height_cm,
+    weight_kg, pregnant (null = unknown), and optionally consent and consent_reuse (true/false)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -119,10 +121,11 @@ def demographics_from_file(path: Path) -> tuple[dict, bool | None]:
         if not isinstance(data["pregnant"], bool):
             raise InputError(f"--demographics {path}: pregnant must be true, false or null")
         fields["pregnant"] = data["pregnant"]
-    consent = data.get("consent")
-    if consent is not None and not isinstance(consent, bool):
-        raise InputError(f"--demographics {path}: consent must be true or false")
-    return fields, consent
+    consents = {key: data.get(key) for key in ("consent", "consent_reuse")}
+    for key, value in consents.items():
+        if value is not None and not isinstance(value, bool):
+            raise InputError(f"--demographics {path}: {key} must be true or false")
+    return fields, consents["consent"], consents["consent_reuse"]
 
 
 def demographics_from_flags(args) -> dict:
@@ -180,6 +183,19 @@ def prompt_demographics(known: dict) -> dict:
             fields.get("age_group") is None or fields["age_group"] in PREGNANCY_AGE_GROUPS):
         fields["pregnant"] = ask("  pregnant [y/n]: ", lambda t: parse_yes_no(t, "pregnant"))
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def prompt_consents(consent: bool | None, consent_reuse: bool | None) -> tuple[bool | None, bool | None]:
+    """Ask what flags and file left open: the consent to store the recording and result, then,
+    only once that is given, the separate and optional consent to reuse the recordings for
+    retraining (Enter: not given)."""
+    if consent is None:
+        consent = ask("Guardian consent to store the recording and result? [y/n]: ", lambda t: parse_yes_no(t, "consent"))
+    if consent and consent_reuse is None:
+        consent_reuse = bool(ask("Separate and optional: guardian consent to reuse the recordings, under a number "
+                                 "instead of the code, to retrain the screening model? [y/n, Enter: no]: ",
+                                 lambda t: parse_yes_no(t, "reuse consent")))
+    return consent, consent_reuse
 
 
 # -- live screening -----------------------------------------------------------------------------
@@ -326,7 +342,7 @@ def open_visit_to_continue(box, args, demographics: dict, consent, interactive: 
 def run_live(args, model, store) -> dict:
     interactive = sys.stdin.isatty() and not args.json and not args.yes
     view = TerminalView(live=sys.stdout.isatty() and not args.json)
-    demographics, consent = dict(args.fields), args.consent_value
+    demographics, consent, consent_reuse = dict(args.fields), args.consent_value, args.consent_reuse_value
     box = ScreeningBox(args.device_path, store=store, model=model, baud=args.baud, seconds_per_site=args.seconds,
                        operating_point=args.operating_point, listener=view)
     with box:
@@ -338,10 +354,10 @@ def run_live(args, model, store) -> dict:
         if visit is None:
             if interactive:
                 demographics = prompt_demographics(demographics)
-                if consent is None and store is not None:
-                    consent = ask("Guardian consent to store the recording and result? [y/n]: ",
-                                  lambda t: parse_yes_no(t, "consent"))
-            visit = box.begin_patient(Demographics(**demographics), consent=bool(consent) and store is not None)
+                if store is not None:
+                    consent, consent_reuse = prompt_consents(consent, consent_reuse)
+            visit = box.begin_patient(Demographics(**demographics), consent=bool(consent) and store is not None,
+                                      consent_reuse=bool(consent_reuse))
             args.visit = visit
             say(f"patient code {visit.patient_code}" + ("" if visit.session_id else
                 " (not stored: " + ("no consent" if store is not None else "--no-store") + ")"))
@@ -456,11 +472,16 @@ def live_parser() -> argparse.ArgumentParser:
     g.add_argument("--height", type=float, help="cm")
     g.add_argument("--weight", type=float, help="kg")
     g.add_argument("--pregnant", choices=("yes", "no", "unknown"))
-    g.add_argument("--demographics", type=Path, help="JSON file with the fields above (and consent)")
+    g.add_argument("--demographics", type=Path, help="JSON file with the fields above (and consent, consent_reuse)")
     c = g.add_mutually_exclusive_group()
     c.add_argument("--consent", dest="consent_flag", action="store_const", const=True, default=None,
                    help="the guardian consented to storing the recording")
     c.add_argument("--no-consent", dest="consent_flag", action="store_const", const=False)
+    r = g.add_mutually_exclusive_group()
+    r.add_argument("--consent-reuse", dest="consent_reuse_flag", action="store_const", const=True, default=None,
+                   help="the guardian also consented, separately, to reusing the recordings for retraining (default: not "
+                        "given; a terminal asks)")
+    r.add_argument("--no-consent-reuse", dest="consent_reuse_flag", action="store_const", const=False)
     p.add_argument("--yes", action="store_true", help="ask nothing (flags only), even on a terminal")
     p.add_argument("--json", action="store_true", help="print the result as JSON (asks nothing)")
     s = p.add_argument_group("virtual stethoscope (--device sim)")
@@ -489,12 +510,14 @@ def main_live(argv: list[str]) -> int:
     if args.baud <= 0:
         parser.error(f"--baud must be a positive number of bits per second; got {args.baud}")
     try:
-        fields, consent = ({}, None) if args.demographics is None else demographics_from_file(args.demographics)
+        fields, consent, consent_reuse = (({}, None, None) if args.demographics is None
+                                          else demographics_from_file(args.demographics))
         fields.update(demographics_from_flags(args))
     except InputError as exc:
         parser.error(str(exc))
     args.fields = fields
     args.consent_value = args.consent_flag if args.consent_flag is not None else consent
+    args.consent_reuse_value = args.consent_reuse_flag if args.consent_reuse_flag is not None else consent_reuse
     args.visit = None
     model = load_model(args)
     try:
@@ -601,9 +624,11 @@ def main_export(argv: list[str]) -> int:
         with Store.open(root, read_only=True) as store:
             if args.format == "circor":
                 if args.after is not None or args.since is not None:
-                    p.error("--after/--since apply to csv and json exports; the CirCor export holds every recording")
+                    p.error("--after/--since apply to csv and json exports; the CirCor export holds every recording "
+                            "of the patients who consented to reuse")
                 n = export_circor(store, args.out)
-                print(f"{n} visits written in the CirCor layout to {args.out}")
+                print(f"{n} patients who consented to reuse written in the CirCor layout to {args.out}, under "
+                      "pseudonymous numbers (patients without that consent are left out)")
                 return 0
             export = export_records(store, args.format, after_seq=args.after, since=args.since)
             paths = export.write(args.out)
@@ -615,6 +640,75 @@ def main_export(argv: list[str]) -> int:
         return 2
     counts = ", ".join(f"{k} {v}" for k, v in export.counts.items() if v)
     print(f"{len(paths)} files in {args.out}: {counts or 'nothing new'}; next export: --after {export.max_seq}")
+    return 0
+
+
+def main_erase(argv: list[str]) -> int:
+    """Erase a patient whose guardian withdrew consent (runtime.store.Store.erase_patient). Exit
+    status: 0 erased (or an interrupted erase finished), 1 the operator answered no, 2 refused."""
+    from runtime.store import Store
+    from runtime.store.db import DB_NAME, ERASE_REASON
+
+    p = argparse.ArgumentParser(prog="pcg-runtime erase", description="Erase a patient whose guardian withdrew "
+                                "consent: the audio of every recording and the details (age group, sex, height, weight, "
+                                "pregnancy) are removed for good; the code, visits and results stay without personal data, "
+                                "the erase is logged, and the next export carries it to the central copy.")
+    add_version_flag(p)
+    p.add_argument("code", help="the patient code on the card (PCG-XXXX-XX)")
+    p.add_argument("--db", type=Path, default=None, help=f"store folder (default {default_db()})")
+    p.add_argument("--reason", default=ERASE_REASON,
+                   help=f"why, for the audit log (default: {ERASE_REASON}); never write a name")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation (required when nothing can be asked)")
+    args = p.parse_args(argv)
+    root = args.db or default_db()
+    if not (root / DB_NAME).is_file():
+        print(f"pcg-runtime erase: no store at {root} (no {DB_NAME}); check --db (nothing was erased)", file=sys.stderr)
+        return 2
+    if not args.yes and not sys.stdin.isatty():
+        print("pcg-runtime erase: an erase cannot be undone and nothing can be asked here, so nothing was erased; run it "
+              "on a terminal to confirm, or add --yes", file=sys.stderr)
+        return 2
+    try:
+        with Store.open(root) as store:
+            patient = store.find_patient(args.code)
+            if not args.yes and patient.erased_at is None:
+                d = patient.demographics
+                known = [d.age_group, d.sex, f"{d.height_cm:g} cm" if d.height_cm else None,
+                         f"{d.weight_kg:g} kg" if d.weight_kg else None, "pregnant" if d.pregnant else None]
+                visits, recordings = store.query(
+                    "SELECT COUNT(DISTINCT s.id), COUNT(r.id) FROM sessions s LEFT JOIN recordings r ON r.session_id = s.id "
+                    "WHERE s.patient_id = ?", (patient.id,))[0]
+                print(f"Erase patient {patient.code} ({', '.join(k for k in known if k) or 'no details given'})? Visits: "
+                      f"{visits}, recordings: {recordings}. The audio and the details are removed for good; the code, visits "
+                      "and results stay without personal data.")
+                try:
+                    confirmed = ask("Erase? [y/n]: ", lambda t: parse_yes_no(t, "erase"))
+                except EOFError:
+                    confirmed = None
+                if not confirmed:
+                    print(f"patient {patient.code}: nothing was erased")
+                    return 1
+            try:
+                erasure = store.erase_patient(patient.code, reason=args.reason)
+            except (StoreError, ValueError) as exc:  # each says whether anything was erased
+                print(f"pcg-runtime erase: {exc}", file=sys.stderr)
+                return 2
+    except LookupError as exc:
+        print(f"pcg-runtime erase: {exc}; check the card and type it again (nothing was erased)", file=sys.stderr)
+        return 2
+    except (StoreError, ValueError) as exc:  # the store could not be opened, or the code is mistyped
+        print(f"pcg-runtime erase: {exc} (nothing was erased)", file=sys.stderr)
+        return 2
+    if erasure.already_erased:
+        left = (f"removed {erasure.files_removed} audio files an interrupted erase had left" if erasure.files_removed
+                else "nothing was left to remove")
+        print(f"patient {erasure.code} was already erased ({erasure.erased_at[:16].replace('T', ' ')} UTC, "
+              f"{erasure.reason}); {left}")
+        return 0
+    print(f"erased patient {erasure.code} ({erasure.reason}): {erasure.files_removed} audio files removed "
+          f"({erasure.recordings} recordings in {erasure.sessions} visits), details cleared; the code, visits and results "
+          "stay without personal data. The erase is logged, and the next export (pcg-runtime export --after SEQ) carries "
+          "it to the central copy.")
     return 0
 
 
@@ -647,7 +741,7 @@ def main_model(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"triage": main_triage, "export": main_export, "model": main_model}
+COMMANDS = {"triage": main_triage, "export": main_export, "erase": main_erase, "model": main_model}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -208,15 +208,17 @@ class ScreeningBox:
 
     # -- patients --------------------------------------------------------------------------------
 
-    def begin_patient(self, demographics: Demographics, *, consent: bool) -> Visit:
+    def begin_patient(self, demographics: Demographics, *, consent: bool, consent_reuse: bool = False) -> Visit:
         """A new patient under a generated code. With a store and consent, the patient and the visit
-        are stored; without consent nothing is stored (the screening still runs). Implausible
-        demographics raise InvalidDemographicsError listing every field; nothing is stored then."""
+        are stored; without consent nothing is stored (the screening still runs). `consent_reuse`
+        is the separate, optional consent to reuse the recordings for retraining (stored with the
+        patient; meaningless without `consent`). Implausible demographics raise
+        InvalidDemographicsError listing every field; nothing is stored then."""
         problems = check_demographics(demographics)
         if problems:
             raise InvalidDemographicsError(problems)
         if self.store is not None and consent:
-            patient = self.store.new_patient(demographics, consent=True)
+            patient = self.store.new_patient(demographics, consent=True, consent_reuse=consent_reuse)
             session = self.store.start_session(patient)
             return Visit(patient.code, patient.id, session.id, demographics)
         return Visit(new_patient_code(), None, None, demographics)

@@ -94,3 +94,18 @@ def test_every_quality_reason_has_a_portuguese_sentence_in_the_app():
     portuguese = text[text.index("  pt: {"):]
     keys = set(re.findall(r'"(quality\.[a-z_]+)":', portuguese))
     assert keys == {f"quality.{reason}" for reason in REASONS}
+
+
+def test_the_reuse_consent_checkbox_is_labelled_in_both_languages_and_sent_by_the_app():
+    import re
+    from pathlib import Path
+
+    static = Path(__file__).resolve().parents[1] / "runtime" / "kiosk" / "static"
+    text = (static / "i18n.js").read_text(encoding="utf-8")
+    english, portuguese = text[text.index("  en: {"):text.index("  pt: {")], text[text.index("  pt: {"):]
+    for language in (english, portuguese):
+        label = re.search(r'"patient\.consent_reuse": "([^"]+)"', language)
+        assert label is not None and re.search("retrain|retrein", label.group(1).lower())
+    html = (static / "index.html").read_text(encoding="utf-8")
+    assert 'id="consent_reuse"' in html and 'data-i18n="patient.consent_reuse"' in html
+    assert 'consent_reuse: $("consent_reuse").checked' in (static / "app.js").read_text(encoding="utf-8")

@@ -43,6 +43,8 @@ INVALID_PATIENTS = [
     ({**VALID, "sex": "Male", "pregnant": True}, "pregnant", "implausible"),
     ({**VALID, "age_group": "Infant", "pregnant": True}, "pregnant", "implausible"),
     ({**VALID, "name": "Maria"}, "name", "unknown_field"),
+    ({**VALID, "consent_reuse": "yes"}, "consent_reuse", "boolean"),
+    ({**VALID, "consent_reuse": 1}, "consent_reuse", "boolean"),
     ({**VALID, "age_group": "Neonate", "height_cm": 229, "weight_kg": 3}, "height_cm", "age_range"),
     ({**VALID, "age_group": "Neonate", "height_cm": 50, "weight_kg": 249}, "weight_kg", "age_range"),
 ]
@@ -135,9 +137,12 @@ def test_static_app_is_served_with_a_strict_content_policy(kiosk):
         assert status == 200 and b"http://" not in body and b"https://" not in body  # nothing fetched from outside
 
 
-def test_parse_patient_takes_empty_fields_as_unknown():
-    demographics = parse_patient({"consent": True, "age_group": "", "sex": None, "height_cm": ""})
+def test_parse_patient_takes_empty_fields_as_unknown_and_reuse_consent_as_not_given():
+    demographics, consent_reuse = parse_patient({"consent": True, "age_group": "", "sex": None, "height_cm": ""})
     assert demographics.age_group is None and demographics.sex is None and demographics.height_cm is None
+    assert consent_reuse is False
+    assert parse_patient({"consent": True, "consent_reuse": None})[1] is False
+    assert parse_patient({"consent": True, "consent_reuse": True})[1] is True
     with pytest.raises(FieldErrors):
         parse_patient("consent")
 
@@ -298,8 +303,11 @@ def test_a_new_patient_over_an_unfinished_visit_needs_the_operator_to_close_it(t
         assert refused["errors"]["visit"]["patient_code"] == first["patient_code"]
         assert refused["errors"]["visit"]["sites_done"] == ["AV"]
         assert kiosk.count("patients") == 1
-        status, _, second = kiosk.request("POST", "/api/patients", {**VALID, "sex": "Male", "close_unfinished": True})
+        status, _, second = kiosk.request("POST", "/api/patients", {**VALID, "sex": "Male", "close_unfinished": True,
+                                                                    "consent_reuse": True})
         assert status == 201 and second["patient_code"] != first["patient_code"]
+        reuse = dict(kiosk.store.query("SELECT code, consent_reuse FROM patients"))
+        assert reuse == {first["patient_code"]: 0, second["patient_code"]: 1}  # not given unless ticked
         statuses = dict(kiosk.store.query("SELECT p.code, s.status FROM sessions s JOIN patients p ON p.id = s.patient_id"))
         assert statuses == {first["patient_code"]: "closed", second["patient_code"]: "open"}
         assert kiosk.count("recordings") == 1

@@ -47,8 +47,9 @@ def site_finished(driver, site: str) -> bool:
     return bool({"ok", "retake"} & set(classes_of(driver, f"step-{site}")))
 
 
-def start_patient_in_form(driver, kiosk, shots) -> str:
-    """Fill the new-patient form: first wrongly (field messages, nothing stored), then rightly."""
+def start_patient_in_form(driver, kiosk, shots, *, reuse: bool = False) -> str:
+    """Fill the new-patient form: first wrongly (field messages, nothing stored), then rightly;
+    `reuse` ticks the separate consent to reuse the recordings for retraining."""
     by_id(driver, "nav-patient").click()
     by_id(driver, "height").send_keys("999")
     by_id(driver, "start-patient").click()
@@ -63,6 +64,8 @@ def start_patient_in_form(driver, kiosk, shots) -> str:
     by_id(driver, "height").send_keys("121")
     by_id(driver, "weight").send_keys("24,5")
     by_id(driver, "consent").click()
+    if reuse:
+        by_id(driver, "consent_reuse").click()
     by_id(driver, "age_group-Child").click()
     by_id(driver, "sex-Female").click()
     driver.save_screenshot(str(shots / "03-patient-form.png"))
@@ -83,9 +86,9 @@ def test_a_whole_patient_is_screened_in_the_browser(tmp_path):
         wait(driver, lambda d: text_of(d, "device-battery").endswith("%"), what="battery shown")
         driver.save_screenshot(str(shots / "01-device.png"))
 
-        code = start_patient_in_form(driver, kiosk, shots)
-        (stored_code,) = kiosk.store.query("SELECT code FROM patients")[0]
-        assert code == stored_code
+        code = start_patient_in_form(driver, kiosk, shots, reuse=True)
+        (stored_code, reuse) = kiosk.store.query("SELECT code, consent_reuse FROM patients")[0]
+        assert code == stored_code and reuse == 1
 
         for site in SITES:
             wait(driver, lambda d: by_id(d, "btn-record").is_displayed() and by_id(d, "btn-record").is_enabled(),
@@ -257,6 +260,7 @@ def test_an_unfinished_visit_is_continued_or_closed_only_on_the_operators_word(t
         driver.get(kiosk.url)
         wait(driver, lambda d: "ok" in classes_of(d, "device-pill"), what="device connected")
         first = start_patient_in_form(driver, kiosk, screenshot_dir("unfinished-visit"))
+        assert kiosk.store.query("SELECT consent_reuse FROM patients")[0][0] == 0  # not ticked: not given
         by_id(driver, "btn-record").click()
         wait(driver, lambda d: site_finished(d, "AV"), what="AV recorded")
     with running_kiosk(tmp_path, speed=40.0, seconds=2.0, model=None) as kiosk, headless_chromium() as driver:

@@ -29,6 +29,13 @@ def test_service_serves_the_kiosk_on_the_loopback_only():
     assert "dialout" in service["SupplementaryGroups"]
 
 
+def test_the_service_keeps_the_store_private_to_its_user():
+    service = unit()["Service"]
+    command = service["ExecStart"].split()
+    assert command[command.index("--db") + 1] == f"/var/lib/{service['StateDirectory']}"
+    assert service["StateDirectoryMode"] == "0700" and service["UMask"] == "0077"
+
+
 def test_browser_opens_the_port_the_service_serves():
     port = re.search(r"--port (\d+)", unit()["Service"]["ExecStart"]).group(1)
     script = (DEPLOY / "pcg-kiosk-browser.sh").read_text()

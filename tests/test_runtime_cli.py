@@ -72,9 +72,12 @@ def test_demographics_from_a_json_file_and_their_errors(tmp_path):
     good = tmp_path / "d.json"
     good.write_text(json.dumps({"age_group": "infant", "sex": "Male", "height_cm": 70, "weight_kg": None,
                                 "pregnant": None, "consent": True}))
-    assert demographics_from_file(good) == ({"age_group": "Infant", "sex": "Male", "height_cm": 70.0}, True)
+    assert demographics_from_file(good) == ({"age_group": "Infant", "sex": "Male", "height_cm": 70.0}, True, None)
+    good.write_text(json.dumps({"consent": True, "consent_reuse": False}))
+    assert demographics_from_file(good) == ({}, True, False)
     for content, words in [({"name": "Ana"}, "unknown keys ['name']"), ({"sex": "X"}, "sex 'X'"),
-                           ({"pregnant": "yes"}, "pregnant must be"), ([1, 2], "JSON object")]:
+                           ({"pregnant": "yes"}, "pregnant must be"), ([1, 2], "JSON object"),
+                           ({"consent_reuse": 1}, "consent_reuse must be true or false")]:
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps(content))
         with pytest.raises(InputError, match=words.replace("[", r"\[").replace("]", r"\]")):
@@ -172,7 +175,8 @@ def test_triage_of_shared_recordings_is_scored_by_pcg_eval(physionet2016_root, t
 
 def test_export_after_a_screening_is_repeatable(tmp_path, capsys):
     root = tmp_path / "db"
-    assert main(["--device", "sim", "--seconds", "6", "--speed", "40", "--db", str(root), "--consent", "--json"]) == 0
+    assert main(["--device", "sim", "--seconds", "6", "--speed", "40", "--db", str(root), "--consent", "--consent-reuse",
+                 "--json"]) == 0
     capsys.readouterr()
     assert main(["export", "--db", str(root), "--format", "json", "--out", str(tmp_path / "e1")]) == 0
     first = json.loads((tmp_path / "e1" / "records.json").read_text())
@@ -182,6 +186,7 @@ def test_export_after_a_screening_is_repeatable(tmp_path, capsys):
     assert main(["export", "--db", str(root), "--format", "csv", "--after", str(next_seq), "--out", str(tmp_path / "e2")]) == 0
     assert "nothing new" in capsys.readouterr().out
     assert main(["export", "--db", str(root), "--format", "circor", "--out", str(tmp_path / "circor")]) == 0
+    assert "1 patients who consented to reuse written" in capsys.readouterr().out
     assert len(list((tmp_path / "circor").rglob("*.wav"))) == 4
     assert main(["export", "--db", str(tmp_path / "nowhere"), "--out", str(tmp_path / "e3")]) == 2
 

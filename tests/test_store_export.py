@@ -28,8 +28,8 @@ class Clock:
         return self.now
 
 
-def visit(store: Store, sites=("AV", "MV"), n_samples: int = 400) -> None:
-    session = store.start_session(store.new_patient(CHILD, consent=True))
+def visit(store: Store, sites=("AV", "MV"), n_samples: int = 400, consent_reuse: bool = False) -> None:
+    session = store.start_session(store.new_patient(CHILD, consent=True, consent_reuse=consent_reuse))
     store.log_event("connect", {"port": "sim"}, session=session)
     for site in sites:
         with store.start_recording(session, site, 2000) as writer:
@@ -133,16 +133,16 @@ def test_read_only_store_exports_beside_a_running_recorder(tmp_path):
 
 def test_circor_export_reads_back_with_the_same_audio_and_demographics(tmp_path):
     with Store.open(tmp_path / "store", min_free_bytes=0) as store:
-        visit(store, sites=("AV", "PV", "MV"), n_samples=900)
-        session = store.start_session(store.new_patient(Demographics(age_group="Infant"), consent=True))
+        visit(store, sites=("AV", "PV", "MV"), n_samples=900, consent_reuse=True)
+        session = store.start_session(store.new_patient(Demographics(age_group="Infant"), consent=True, consent_reuse=True))
         store.start_recording(session, "TV", 2000).abort("operator_cancel")  # nothing complete: left out
         assert export_circor(store, tmp_path / "circor") == 1
         patient_code = store.query("SELECT code FROM patients ORDER BY seq LIMIT 1")[0][0]
     dataset = load_circor(tmp_path / "circor")
     assert dataset.problems == []
     (patient,) = dataset.patients
-    assert patient.patient_id.startswith(patient_code + "-S")
-    assert patient.demographics == CHILD and patient.outcome is None
+    assert patient.patient_id.isdigit() and patient_code not in patient.patient_id  # a pseudonym, never the code
+    assert patient.group and patient.demographics == CHILD and patient.outcome is None
     assert sorted(r.site for r in patient.recordings) == ["AV", "MV", "PV"]
     for recording in patient.recordings:
         audio = recording.read()

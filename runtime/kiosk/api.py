@@ -19,7 +19,7 @@ from runtime.metadata import (
 from runtime.records import AGE_GROUPS, SEXES, Demographics
 from runtime.sites import GUIDED_SITES
 
-PATIENT_FIELDS = ("consent", "age_group", "sex", "height_cm", "weight_kg", "pregnant")
+PATIENT_FIELDS = ("consent", "consent_reuse", "age_group", "sex", "height_cm", "weight_kg", "pregnant")
 MAX_SECONDS_PER_SITE = 120.0
 EXPORT_FORMATS = ("csv", "json")
 
@@ -81,16 +81,21 @@ def _measure(body: dict, name: str, bounds: tuple[float, float], unit: str, erro
     return number
 
 
-def parse_patient(body: object) -> Demographics:
-    """The demographics of a new patient from a request body; raises FieldErrors.
+def parse_patient(body: object) -> tuple[Demographics, bool]:
+    """(demographics, consent_reuse) of a new patient from a request body; raises FieldErrors.
 
-    Consent must be `true`; every demographic field may be absent, null or "" for unknown.
+    Consent must be `true`; consent_reuse (the separate consent to reuse the recordings for
+    retraining) may be true or false, absent or null meaning not given; every demographic field
+    may be absent, null or "" for unknown.
     """
     body = require_object(body)
     errors = unknown_fields(body, PATIENT_FIELDS)
     if body.get("consent") is not True:
         errors["consent"] = field_error(
             "consent_required", "the guardian's consent is required before anything is recorded or stored")
+    consent_reuse = body.get("consent_reuse")
+    if not (consent_reuse is None or isinstance(consent_reuse, bool)):  # 1 and 0 are not a yes or no
+        errors["consent_reuse"] = field_error("boolean", "must be true or false (leave it out when not given)")
     age_group = _choice(body, "age_group", AGE_GROUPS, errors)
     sex = _choice(body, "sex", SEXES, errors)
     height = _measure(body, "height_cm", HEIGHT_RANGE_CM, "cm", errors)
@@ -118,7 +123,7 @@ def parse_patient(body: object) -> Demographics:
     problems = check_demographics(demographics)
     if problems:  # the field checks above mirror check_demographics; this keeps them honest
         raise FieldErrors({"demographics": field_error("implausible", "; ".join(problems))})
-    return demographics
+    return demographics, consent_reuse is True
 
 
 def parse_recording(body: object, default_seconds: float | None) -> tuple[str, float | None]:

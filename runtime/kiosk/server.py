@@ -670,7 +670,7 @@ class KioskServer:
         operator's confirmation, and while the current visit is unfinished unless the request
         says {"close_unfinished": true}: then that visit is closed, everything in it kept."""
         close_unfinished = isinstance(body, dict) and body.pop("close_unfinished", None) is True
-        demographics = parse_patient(body)
+        demographics, consent_reuse = parse_patient(body)
         if self._open_visits:
             waiting = self._open_visits[-1].patient.code
             raise FieldErrors({"visit": field_error(
@@ -682,7 +682,8 @@ class KioskServer:
             def begin(box):
                 if unfinished is not None and unfinished.session_id is not None:
                     box.close_visit_unfinished(unfinished, "the operator started another patient (kiosk)")
-                return box.begin_patient(demographics, consent=True), _model_notes(box, demographics)
+                return (box.begin_patient(demographics, consent=True, consent_reuse=consent_reuse),
+                        _model_notes(box, demographics))
 
             visit, notes = self._call(begin)
         finally:

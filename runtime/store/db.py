@@ -14,6 +14,13 @@
 Every write is one transaction that also takes the next number from the global sequence counter,
 so sequence numbers order all records, across tables and restarts, whatever the wall clock says.
 Paths in the database are relative to the store root, so a store can be copied or mounted elsewhere.
+
+Privacy: the store is the service user's alone. Its folders are 0700 and its files (database,
+-wal, -shm, lock, WAVs) 0600, set explicitly whatever the umask, and an older store opened for
+writing is tightened to that. A patient whose guardian withdraws consent is erased with
+`erase_patient` (audio and details gone, the record skeleton and an audit event kept). The
+consent to reuse recordings for retraining is separate from the consent to screen and store
+(`new_patient(..., consent_reuse=True)`), and defaults to not given.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
 import sqlite3
+import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -42,11 +51,22 @@ from runtime.sites import SITES, site_index
 from runtime.store.codes import new_patient_code, normalize_patient_code
 from runtime.store.errors import DiskFullError, InvalidDemographicsError, LowDiskSpaceError, StoreBusyError, StoreError
 from runtime.store.schema import DECISIONS, SCHEMA_VERSION, connect, migrate
-from runtime.store.wavstream import WavStreamWriter, fsync_dir, make_dirs_durable, repair_wav
+from runtime.store.wavstream import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    WavStreamWriter,
+    fsync_dir,
+    make_dirs_durable,
+    repair_wav,
+)
 
 DB_NAME = "store.sqlite"
+DB_COMPANIONS = ("-wal", "-shm", "-journal")  # files SQLite keeps beside the database
 LOCK_NAME = "store.lock"
 AUDIO_DIR = "audio"
+PSEUDONYM_KEY = "pseudonym_key"  # store_info key of the secret behind the retraining export's ids; never exported
+ERASE_REASON = "consent withdrawn"
+ERASED_DEMOGRAPHICS = {"age_group": None, "sex": None, "height_cm": None, "weight_kg": None, "pregnant": None}
 DEFAULT_MIN_FREE_BYTES = 200_000_000  # refuse a new patient or recording below this
 DEFAULT_RECORDING_RESERVE_BYTES = 16_000_000  # stop a recording below this, leaving room for the database
 _EVENT_KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -73,7 +93,9 @@ class PatientRecord:
     created_at: str
     code: str  # what the health worker writes on the card; the store never holds a name
     consent_at: str
-    demographics: Demographics
+    demographics: Demographics  # all unknown once the patient is erased
+    consent_reuse: bool = False  # the separate consent to reuse the recordings for retraining
+    erased_at: str | None = None  # when the patient was erased (consent withdrawn); None while not
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,20 @@ class EventRecord:
     kind: str
     detail: dict
     session_id: str | None
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What `Store.erase_patient` did (or, for a patient erased before, what it finished)."""
+
+    code: str
+    erased_at: str  # wall-clock time of the erase, as stored in patients.erased_at, recordings.erased_at and the event
+    reason: str
+    sessions: int  # the patient's visits: kept, closed, without personal data
+    sessions_closed: int  # visits that were still open and were closed by the erase
+    recordings: int  # recording rows kept (marked erased_at) whose audio is gone
+    files_removed: int  # audio files this call removed (a re-run removes what an interrupted erase left)
+    already_erased: bool
 
 
 @dataclass(frozen=True)
@@ -230,7 +266,9 @@ class Store:
             return cls(root, conn, None, **options)
         try:
             make_dirs_durable(root)
-            lock_fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+            os.chmod(root, PRIVATE_DIR_MODE)  # an existing folder too: the store is the service user's alone
+            lock_fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+            os.fchmod(lock_fd, PRIVATE_FILE_MODE)
         except OSError as exc:
             raise StoreError(f"cannot create or open the store at {root}: {exc.strerror or exc}; check the path and "
                              "its permissions") from exc
@@ -241,10 +279,15 @@ class Store:
             raise StoreBusyError(f"another process is writing to the store at {root}; close it first") from None
         conn = None
         try:
+            _make_private(root)
             created = not db_path.exists()
+            if created:  # made here, 0600, so SQLite gives its -wal and -shm the same mode
+                os.close(_create_private(db_path))
             conn = connect(db_path)
+            _make_private(root, audio=False)  # the -wal and -shm SQLite has just opened
             migrate(conn, db_path)
             conn.execute("INSERT OR IGNORE INTO store_info VALUES ('store_id', ?)", (str(uuid.uuid4()),))
+            conn.execute("INSERT OR IGNORE INTO store_info VALUES (?, ?)", (PSEUDONYM_KEY, secrets.token_hex(32)))
             if created:
                 fsync_dir(root)
         except BaseException as exc:
@@ -339,15 +382,19 @@ class Store:
 
     # --- patients and sessions ---------------------------------------------------------------
 
-    def new_patient(self, demographics: Demographics, *, consent: bool) -> PatientRecord:
+    def new_patient(self, demographics: Demographics, *, consent: bool, consent_reuse: bool = False) -> PatientRecord:
         """Store a new patient under a fresh code, with consent time and demographics, in one transaction.
 
+        `consent` (to screen and store) is required; `consent_reuse`, the separate consent to reuse
+        the recordings for retraining (the CirCor export), is optional and not given by default.
         Raises InvalidDemographicsError (listing every problem) or StoreError without consent;
         nothing is stored then.
         """
         if consent is not True:
             raise StoreError("the patient's (or guardian's) consent is required before anything is stored; "
                              "nothing was stored")
+        if not isinstance(consent_reuse, bool):
+            raise TypeError(f"consent_reuse must be True or False, got {consent_reuse!r}")
         if not isinstance(demographics, Demographics):
             raise TypeError(f"demographics must be a runtime.records.Demographics, got {type(demographics).__name__}")
         problems = check_demographics(demographics)
@@ -358,7 +405,8 @@ class Store:
             code = new_patient_code()
             try:
                 with self._transaction() as conn:
-                    row = self._insert(conn, "patients", {"code": code, "consent_at": iso_utc(self._wall_clock())})
+                    row = self._insert(conn, "patients", {"code": code, "consent_at": iso_utc(self._wall_clock()),
+                                                          "consent_reuse": int(consent_reuse)})
                     self._insert(conn, "demographics", {"patient_id": row["id"], **_demographics_row(demographics)})
             except sqlite3.IntegrityError:
                 if self._one("SELECT 1 FROM patients WHERE code = ?", (code,)):
@@ -377,6 +425,7 @@ class Store:
         return PatientRecord(
             id=row["id"], seq=row["seq"], created_at=row["created_at"], code=row["code"],
             consent_at=row["consent_at"], demographics=_demographics_from_row(demo),
+            consent_reuse=bool(row["consent_reuse"]), erased_at=row["erased_at"],
         )
 
     def find_patient(self, code: str) -> PatientRecord:
@@ -388,7 +437,11 @@ class Store:
         return self.patient(row["id"])
 
     def start_session(self, patient: PatientRecord) -> SessionRecord:
-        """Open a new visit for `patient`."""
+        """Open a new visit for `patient`; refused for an erased patient."""
+        erased = self._one("SELECT erased_at FROM patients WHERE id = ?", (patient.id,))
+        if erased is not None and erased[0] is not None:
+            raise StoreError(f"patient {patient.code} was erased (consent withdrawn); register the child as a new "
+                             "patient to screen again")
         with self._transaction() as conn:
             row = self._insert(conn, "sessions", {"patient_id": patient.id, "status": "open"})
         return self.session(row["id"])
@@ -407,6 +460,103 @@ class Store:
         with self._transaction() as conn:
             self._update(conn, "sessions", session.id, {"status": "closed"})
         return self.session(session.id)
+
+    # --- erasure (consent withdrawn) ---------------------------------------------------------
+
+    def erase_patient(self, code: str, reason: str = ERASE_REASON) -> Erasure:
+        """Erase the patient with this card code: the audio of all their recordings and their
+        demographics go; the non-personal skeleton stays, so sequence numbers and exports stay
+        consistent; an audit event records the erase.
+
+        In one transaction: every demographics row of the patient gets all five fields NULL; the
+        patient row gets erased_at and consent_reuse = 0 (the code and consent time stay: the
+        code is what a central copy erases by); each recording row gets erased_at (the row and
+        its path stay, the file goes); visits still open are closed, so nothing offers to
+        continue them; results stay (the screening decision, which holds no personal detail
+        beyond the code); a device event 'patient_erased' is logged with the code, the time, the
+        reason and the counts (visits, visits closed, recordings, audio files found). Every changed row takes a new sequence number, so the next incremental
+        export carries the erase (runtime.store.export). Then the write-ahead log is checkpointed
+        and truncated, so with secure_delete the old values are gone from the database files too
+        (unless a reader holds an older snapshot: then at the next checkpoint).
+
+        Crash safety: the database change is committed before any file is removed. A process
+        killed in between leaves the patient erased in the database (and in any export) with
+        their audio still on disk; calling `erase_patient` again, or `resume` at the next
+        start, removes it. Erasing an erased patient only finishes that (already_erased).
+
+        Refused (StoreError, nothing changed) for an unknown code and while one of the patient's
+        recordings is being written by this store; another process recording holds the
+        store's lock, so it cannot be open for writing here at the same time. ValueError for a
+        mistyped code or an empty reason.
+        """
+        if self.read_only:
+            raise StoreError(f"the store at {self.root} was opened read-only; open it for writing to erase a patient "
+                             "(nothing was erased)")
+        code = normalize_patient_code(code)
+        if not isinstance(reason, str) or not 0 < len(reason.strip()) <= 200:
+            raise ValueError(f"the erase reason must be a short text (1 to 200 characters), e.g. {ERASE_REASON!r}; "
+                             f"got {reason!r} (nothing was erased)")
+        reason = reason.strip()
+        with self._lock:
+            row = self._one("SELECT id, erased_at FROM patients WHERE code = ?", (code,))
+            if row is None:
+                raise StoreError(f"no patient with code {code} in the store at {self.root}; check the card and type "
+                                 "it again (nothing was erased)")
+            sessions = self.query("SELECT id, status FROM sessions WHERE patient_id = ? ORDER BY seq", (row["id"],))
+            recordings = self.query("SELECT r.id, r.status FROM recordings r JOIN sessions s ON s.id = r.session_id "
+                                    "WHERE s.patient_id = ? ORDER BY r.seq", (row["id"],))
+            if row["erased_at"] is not None:
+                return Erasure(code, row["erased_at"], self._erase_reason(code), len(sessions), 0, len(recordings),
+                               self._remove_patient_audio(code), already_erased=True)
+            session_ids = {s["id"] for s in sessions}
+            busy = sorted(w.record.site for w in self._writers.values() if w.record.session_id in session_ids)
+            if busy:
+                raise StoreError(f"patient {code}'s recording at {', '.join(busy)} is being written right now; stop it "
+                                 "or let it finish, then erase again (nothing was erased)")
+            open_sessions = [s["id"] for s in sessions if s["status"] == "open"]
+            erased_at = iso_utc(self._wall_clock())
+            detail = {"patient": code, "erased_at": erased_at, "reason": reason, "sessions": len(sessions),
+                      "sessions_closed": len(open_sessions), "recordings": len(recordings),
+                      "audio_files": _count_files(self._patient_audio_dir(code))}
+            with self._transaction() as conn:
+                for demographics_id in [d for (d,) in conn.execute("SELECT id FROM demographics WHERE patient_id = ?",
+                                                                   (row["id"],)).fetchall()]:
+                    self._update(conn, "demographics", demographics_id, ERASED_DEMOGRAPHICS)
+                for session_id in open_sessions:
+                    self._update(conn, "sessions", session_id, {"status": "closed"})
+                for recording in recordings:
+                    # a 'recording' row no writer here holds was left by a crash: it stops here
+                    stopped = {"status": "interrupted", "stop_reason": "erased"} if recording["status"] == "recording" else {}
+                    self._update(conn, "recordings", recording["id"], {"erased_at": erased_at, **stopped})
+                self._update(conn, "patients", row["id"], {"erased_at": erased_at, "consent_reuse": 0})
+                self._insert(conn, "device_events", {"session_id": None, "kind": "patient_erased",
+                                                     "detail": json.dumps(detail, sort_keys=True)})
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return Erasure(code, erased_at, reason, len(sessions), len(open_sessions), len(recordings),
+                       self._remove_patient_audio(code), already_erased=False)
+
+    def _erase_reason(self, code: str) -> str:
+        row = self._one("SELECT detail FROM device_events WHERE kind = 'patient_erased' "
+                        "AND json_extract(detail, '$.patient') = ? ORDER BY seq DESC LIMIT 1", (code,))
+        return json.loads(row[0])["reason"] if row is not None else ERASE_REASON
+
+    def _patient_audio_dir(self, code: str) -> Path:
+        """Where every WAV of the patient lives (start_recording's paths), crash leftovers included."""
+        return self.root / AUDIO_DIR / code
+
+    def _remove_patient_audio(self, code: str) -> int:
+        """Remove an erased patient's audio folder (durably); returns the number of files removed."""
+        folder = self._patient_audio_dir(code)
+        if not os.path.lexists(folder):
+            return 0
+        count = _count_files(folder)
+        try:
+            shutil.rmtree(folder)
+            fsync_dir(folder.parent)
+        except OSError as exc:
+            raise StoreError(f"patient {code} is erased in the database, but removing their audio in {folder} failed "
+                             f"({exc.strerror or exc}); fix the disk and run the erase again to finish it") from exc
+        return count
 
     # --- recordings --------------------------------------------------------------------------
 
@@ -506,8 +656,12 @@ class Store:
 
         Each recording left in status 'recording' by a process that died gets its WAV repaired
         (header sized to the whole samples on disk) and is marked interrupted (reason 'crash') with
-        its true sample count. Call at startup, before recording.
+        its true sample count. The audio of a patient whose erase was cut short (after its commit,
+        before its files went) is removed. Call at startup, before recording.
         """
+        if not self.read_only:
+            for (code,) in self.query("SELECT code FROM patients WHERE erased_at IS NOT NULL"):
+                self._remove_patient_audio(code)
         rows = self.query("SELECT * FROM recordings WHERE status = 'recording' ORDER BY seq")
         for row in rows:
             if row["id"] in self._writers:
@@ -724,6 +878,43 @@ class RecordingWriter:
             self.close()
         elif not self._wav.closed:
             self.abort(f"error: {exc_type.__name__}")
+
+
+def _create_private(path: Path) -> int:
+    """Create a new file 0600 (exactly, whatever the umask) and return its descriptor."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    os.fchmod(fd, PRIVATE_FILE_MODE)
+    return fd
+
+
+def _make_private(root: Path, *, audio: bool = True) -> None:
+    """Tighten the store's own files to 0600 and folders to 0700 (an older release left 0644 and
+    0755): the database and its companions, the lock and (with `audio`) the whole audio tree.
+    Only what the store owns is touched, whatever else the folder holds; symbolic links are left
+    alone. A walk of the audio tree costs one lstat per file, once per open for writing."""
+    paths = [root / LOCK_NAME, root / DB_NAME, *(root / f"{DB_NAME}{suffix}" for suffix in DB_COMPANIONS)]
+    audio_root = root / AUDIO_DIR
+    if audio and audio_root.is_dir() and not audio_root.is_symlink():
+        paths.append(audio_root)
+        for folder, dirs, files in os.walk(audio_root):
+            paths += [Path(folder) / name for name in dirs + files]
+    for path in paths:
+        try:
+            status = os.lstat(path)
+            if stat.S_ISLNK(status.st_mode):
+                continue
+            wanted = PRIVATE_DIR_MODE if stat.S_ISDIR(status.st_mode) else PRIVATE_FILE_MODE
+            if stat.S_IMODE(status.st_mode) != wanted:
+                os.chmod(path, wanted)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StoreError(f"cannot make {path} private to this user ({exc.strerror or exc}); give the store folder "
+                             f"{root} to the user that runs pcg-runtime (chown -R) and start again") from exc
+
+
+def _count_files(folder: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(folder))
 
 
 def _open_failure(root: Path, exc: BaseException) -> str:

@@ -5,12 +5,26 @@ Record exports are safe to repeat. Each carries `max_seq`; the next export with
 with their new state: a receiver keeps the latest version of each record by `id`). Every table
 keeps a stable column order (runtime.store.schema.TABLE_COLUMNS); tables come parents first.
 The export reads one consistent snapshot, so a recording running beside it cannot split it.
+
+Erasures travel as changed records, not as a separate list: `Store.erase_patient` writes every
+row it touches with a new sequence number, so the next export holds the patient row (erased_at
+set, consent_reuse 0), the demographics rows with every field empty, the recording rows with
+erased_at set (their audio is gone), visits it closed, and the 'patient_erased' device event. A
+receiver that keeps the latest version of each record by `id` therefore erases too: it drops
+the demographics it held and deletes any copy of the audio of recordings marked erased_at.
+Export version 2 added patients.consent_reuse, patients.erased_at and recordings.erased_at.
+
+The CirCor export for retraining (`export_circor`) holds only patients who consented to reuse,
+under pseudonymous ids; see there.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
+import itertools
 import json
 import os
 import secrets
@@ -20,12 +34,14 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from runtime.records import Patient, RecordingData
-from runtime.store.db import Store, iso_utc
+from runtime.store.db import PSEUDONYM_KEY, Store, iso_utc
+from runtime.store.errors import StoreError
 from runtime.store.schema import JSON_COLUMNS, SCHEMA_VERSION, TABLE_COLUMNS
 from runtime.store.wavstream import fsync_dir
 
 EXPORT_FORMATS = ("csv", "json")
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
+PSEUDONYM_DIGITS = 15  # CirCor ids are integers; 15 digits stay exact even where read as a float64
 INFO_FILE = "export_info.csv"
 JSON_FILE = "records.json"
 
@@ -141,33 +157,77 @@ def _csv_text(columns: tuple[str, ...], rows: list[dict]) -> str:
 
 
 def export_circor(store: Store, root: str | Path) -> int:
-    """Write every session's complete recordings in the CirCor layout under `root`, for retraining.
+    """Write the recordings of every patient who consented to reuse in the CirCor layout under
+    `root`, for retraining. Returns the number of patients written.
 
-    One CirCor patient per session, ID '<patient code>-S<session seq>' (a revisit is a new
-    recording set); campaign = the store id. No labels exist in the field, so the set is written
-    as hidden (no Murmur/Outcome lines). Sessions without a complete recording are skipped.
-    Returns the number of patients written.
+    Only patients with consent_reuse (given at registration, apart from the consent to screen)
+    and not erased are written. One CirCor patient per store patient, so that folds split by
+    patient keep a child's visits together: every complete recording of every visit, in
+    sequence order, a site recorded more than once (a retake, a revisit) getting repeats 0, 1,
+    ...; recordings at another rate than the patient's first are left out (a patient file
+    declares one rate). The ID is a pseudonym (`circor_pseudonyms`), never the card's code, and
+    patients are written in the order of their IDs, not of registration, so that order cannot
+    link them to the record export either; campaign = the store id. No labels exist in the field, so the set is written as hidden (no
+    Murmur/Outcome lines). Patients without a complete recording are skipped.
     """
     from runtime.formats.circor import write_circor
 
+    pseudonyms = circor_pseudonyms(store)
     written = 0
 
     def patients() -> Iterator[tuple[Patient, list[RecordingData]]]:
         nonlocal written
-        sessions = store.query("SELECT id FROM sessions ORDER BY seq")
-        for (session_id,) in sessions:
-            session = store.session(session_id)
-            recordings = [r for r in store.recordings(session) if r.status == "complete" and r.samples_written > 0]
+        consented = store.query("SELECT id FROM patients WHERE consent_reuse = 1 AND erased_at IS NULL")
+        for patient_id in sorted((pid for (pid,) in consented), key=pseudonyms.__getitem__):
+            rows = store.query(
+                "SELECT r.id FROM recordings r JOIN sessions s ON s.id = r.session_id WHERE s.patient_id = ? AND "
+                "r.status = 'complete' AND r.samples_written > 0 AND r.erased_at IS NULL ORDER BY r.seq", (patient_id,))
+            recordings = [store.recording(recording_id) for (recording_id,) in rows]
             if not recordings:
                 continue
-            patient = store.patient(session.patient_id)
-            data = [RecordingData(site=r.site, audio=store.read_audio(r), repeat=r.repeat) for r in recordings]
+            repeats: dict[str, int] = {}
+            data = []
+            for recording in recordings:
+                if recording.rate_hz != recordings[0].rate_hz:
+                    continue
+                repeat = repeats[recording.site] = repeats.get(recording.site, -1) + 1
+                data.append(RecordingData(site=recording.site, audio=store.read_audio(recording), repeat=repeat))
             written += 1
             yield (
-                Patient(patient_id=f"{patient.code}-S{session.seq}", recordings=[],
-                        demographics=patient.demographics, group=store.store_id),
+                Patient(patient_id=pseudonyms[patient_id], recordings=[],
+                        demographics=store.patient(patient_id).demographics, group=store.store_id),
                 data,
             )
 
     write_circor(root, patients(), hidden=True)
     return written
+
+
+def circor_pseudonyms(store: Store) -> dict[str, str]:
+    """patient id -> the patient's CirCor ID: a 15-digit number taken from HMAC-SHA256 of the
+    patient's UUID under the store's secret key (store_info, never exported).
+
+    Without the key nobody can tell which code or record an ID belongs to; with it, the same
+    store always gives the same IDs (repeatable exports, a patient's later visits under the
+    same ID). IDs are drawn for every patient in sequence order, consenting or not, so an
+    improbable collision is resolved the same way every time: the later patient hashes again
+    with a counter.
+    """
+    row = store.query("SELECT value FROM store_info WHERE key = ?", (PSEUDONYM_KEY,))
+    if not row:
+        raise StoreError(f"the store at {store.root} has no pseudonym key yet; open it once for writing with this "
+                         "release (start pcg-runtime), then export again")
+    key = bytes.fromhex(row[0][0])
+    span = 9 * 10 ** (PSEUDONYM_DIGITS - 1)
+    taken: set[str] = set()
+    pseudonyms = {}
+    for (patient_id,) in store.query("SELECT id FROM patients ORDER BY seq"):
+        for attempt in itertools.count():
+            message = patient_id if attempt == 0 else f"{patient_id}#{attempt}"
+            digest = hmac.new(key, message.encode(), hashlib.sha256).digest()
+            pseudonym = str(10 ** (PSEUDONYM_DIGITS - 1) + int.from_bytes(digest[:16], "big") % span)
+            if pseudonym not in taken:
+                break
+        taken.add(pseudonym)
+        pseudonyms[patient_id] = pseudonym
+    return pseudonyms

@@ -12,6 +12,14 @@ Exports select on changed_seq, so a record that changes after an export is expor
 
 Migrations: MIGRATIONS[i] takes a database from version i to i + 1 (PRAGMA user_version). A new
 schema version appends one SQL script; `migrate` applies the missing ones in one transaction.
+    v1  the first release
+    v2  patients.consent_reuse (the separate consent to reuse the recordings for retraining; an
+        older store's patients get 0, not given), patients.erased_at and recordings.erased_at (when
+        the patient was erased after consent was withdrawn: Store.erase_patient)
+
+Write connections run with secure_delete on, so the values an update or delete removes (an erased
+patient's demographics) are overwritten with zeros in the database file instead of lingering in
+free space.
 """
 
 from __future__ import annotations
@@ -26,13 +34,13 @@ COMMON_COLUMNS = ("id", "seq", "created_at", "changed_seq", "changed_at")
 
 #: Export order (parents before children) and the stable column order of each table.
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "patients": (*COMMON_COLUMNS, "code", "consent_at"),
+    "patients": (*COMMON_COLUMNS, "code", "consent_at", "consent_reuse", "erased_at"),
     "demographics": (*COMMON_COLUMNS, "patient_id", "age_group", "sex", "height_cm", "weight_kg", "pregnant"),
     "sessions": (*COMMON_COLUMNS, "patient_id", "status"),
     "models": (*COMMON_COLUMNS, "graph_sha256", "model_name", "manifest"),
     "recordings": (
         *COMMON_COLUMNS, "session_id", "site", "repeat", "rate_hz", "wav_path", "first_sample_index",
-        "samples_written", "gaps", "status", "stop_reason",
+        "samples_written", "gaps", "status", "stop_reason", "erased_at",
     ),
     "results": (
         *COMMON_COLUMNS, "session_id", "model_id", "decision", "probability", "operating_point", "threshold",
@@ -115,13 +123,20 @@ CREATE INDEX recordings_by_status ON recordings(status);
 CREATE INDEX sessions_by_status ON sessions(status);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+_V2 = """
+ALTER TABLE patients ADD COLUMN consent_reuse INTEGER NOT NULL DEFAULT 0 CHECK (consent_reuse IN (0, 1));
+ALTER TABLE patients ADD COLUMN erased_at TEXT;
+ALTER TABLE recordings ADD COLUMN erased_at TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def connect(db_path: Path, *, read_only: bool = False, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with WAL, synchronous=FULL,
-    foreign keys and a busy timeout. Usable from any thread; the Store serializes access."""
+    foreign keys, a busy timeout and (for writing) secure_delete. Usable from any thread; the Store
+    serializes access."""
     if read_only:
         conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
                                check_same_thread=False)
@@ -133,6 +148,7 @@ def connect(db_path: Path, *, read_only: bool = False, busy_timeout_ms: int = 50
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise StoreError(f"{db_path}: SQLite refused WAL mode (got {mode!r}); the store needs a local disk")
+        conn.execute("PRAGMA secure_delete = ON")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn

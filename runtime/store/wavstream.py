@@ -7,6 +7,9 @@ are rewritten to match the samples written and the file is fsynced, so a power c
 `sync_every_s` of audio and a killed process loses nothing (the kernel still holds what was written). After a crash the header may lag
 the data; `repair_wav` sizes it to the whole samples actually on disk.
 
+Files and folders are private to the user running the store: a WAV is created 0600 and a folder
+0700, set explicitly (fchmod / chmod), so the umask cannot loosen them.
+
 The disk filling (ENOSPC, or free space under a reserve, read through an injectable `free_bytes`)
 stops the writer cleanly: the file is cut back to whole samples, its header fixed and synced, and
 DiskFullError says how many samples were kept.
@@ -26,6 +29,8 @@ import numpy as np
 from runtime.store.errors import DiskFullError
 
 HEADER_BYTES = 44
+PRIVATE_FILE_MODE = 0o600  # recordings of children: readable by the service user only
+PRIVATE_DIR_MODE = 0o700
 _SIZE_FIELDS = ((4, 36), (40, 0))  # (offset, bytes added to the data size): RIFF size, data size
 _MAX_DATA_BYTES = 0xFFFFFFFF - 36
 
@@ -51,13 +56,14 @@ def fsync_dir(path: str | Path) -> None:
 
 
 def make_dirs_durable(path: Path) -> None:
-    """Create `path` and any missing parents, fsyncing each parent that gained an entry."""
+    """Create `path` and any missing parents, each private (0700), fsyncing each parent that gained an entry."""
     missing = []
     while not path.exists():
         missing.append(path)
         path = path.parent
     for directory in reversed(missing):
-        directory.mkdir(exist_ok=True)
+        directory.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+        os.chmod(directory, PRIVATE_DIR_MODE)  # mkdir's mode passes through the umask; chmod does not
         fsync_dir(directory.parent)
 
 
@@ -141,8 +147,9 @@ class WavStreamWriter:
         """A new, empty, valid WAV at `path` (which must not exist), durable with its directory entry."""
         path = Path(path)
         make_dirs_durable(path.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)  # exactly 0600, whatever the umask
             os.write(fd, wav_header(0, rate_hz))
             os.fsync(fd)
             fsync_dir(path.parent)

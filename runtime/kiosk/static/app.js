@@ -174,6 +174,7 @@ async function submitPatient(event) {
   event.preventDefault();
   const body = {
     consent: $("consent").checked,
+    consent_reuse: $("consent_reuse").checked,  // separate and optional: reuse of the recordings for retraining
     age_group: app.form.age_group, sex: app.form.sex,
     height_cm: measure("height"), weight_kg: measure("weight"),
     pregnant: pregnancyPlausible() ? app.form.pregnant : null,
@@ -576,6 +577,7 @@ function start() {
   for (const button of document.querySelectorAll("[data-screen]")) button.addEventListener("click", () => show(button.dataset.screen));
   $("patient-form").addEventListener("submit", submitPatient);
   $("consent").addEventListener("change", () => clearError("consent"));
+  $("consent_reuse").addEventListener("change", () => clearError("consent_reuse"));
   for (const id of ["height", "weight"]) $(id).addEventListener("input", () => { $(id).classList.remove("invalid"); clearError($(id).name); });
   $("btn-record").addEventListener("click", () => record(app.site));
   $("btn-retake").addEventListener("click", () => record(app.site));
