@@ -705,11 +705,15 @@ def main_erase(argv: list[str]) -> int:
         print(f"patient {erasure.code} was already erased ({erasure.erased_at[:16].replace('T', ' ')} UTC, "
               f"{erasure.reason}); {left}")
         return 0
-    print(f"erased patient {erasure.code} ({erasure.reason}): {erasure.files_removed} audio files removed "
-          f"({erasure.recordings} recordings in {erasure.sessions} visits), details cleared; the code, visits and results "
+    print(f"erased patient {erasure.code} ({erasure.reason}): {_count(erasure.files_removed, 'audio file')} removed "
+          f"({_count(erasure.recordings, 'recording')} in {_count(erasure.sessions, 'visit')}), details cleared; the code, visits and results "
           "stay without personal data. The erase is logged, and the next export (pcg-runtime export --after SEQ) carries "
           "it to the central copy.")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def main_model(argv: list[str]) -> int:
