@@ -383,6 +383,13 @@ def run_live(args, model, store) -> dict:
             "sites": [r.to_dict() for r in visit.sites.values()], "result": result.to_dict()}
 
 
+def describe_murmur(murmur: dict) -> str:
+    """The murmur head's finding, in the order a clinician reads it (Present, Unknown, Absent)."""
+    likeliest = max(murmur, key=murmur.get)
+    shares = ", ".join(f"{name} {murmur[name]:.0%}" for name in ("Present", "Unknown", "Absent") if name in murmur)
+    return f"murmur: most likely {likeliest} ({shares})"
+
+
 def print_result(report: dict) -> None:
     result = report["result"]
     print()
@@ -392,6 +399,8 @@ def print_result(report: dict) -> None:
             f" (operating point {result['operating_point']}, threshold {result['threshold']:.3f})"
             if result["threshold"] is not None else ""))
     print(result["reason"])
+    if result.get("murmur"):
+        print(describe_murmur(result["murmur"]))
     if result["site_contributions"]:
         kind = "probability per site" if result["contribution_kind"] == "site_probability" else "site weights"
         print(f"{kind}: " + ", ".join(f"{s} {v:.2f}" for s, v in result["site_contributions"].items()))

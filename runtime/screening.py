@@ -464,7 +464,7 @@ class ScreeningBox:
                 self.store.save_result(session, decision=result.decision, probability=result.probability,
                                        reason=result.reason, site_contributions=result.site_contributions,
                                        model=self._model_record, operating_point=result.operating_point,
-                                       threshold=result.threshold)
+                                       threshold=result.threshold, murmur=result.murmur)
             if self.session is not None:
                 self._log("link_counters", self.session.decoder.stats.as_dict(), visit)
             if session.status == "open" and not (keep_open_on_retake and result.decision == "RETAKE"):

@@ -68,6 +68,8 @@ def test_live_screening_fuses_the_sites_and_uses_the_demographics(circor_model, 
                 recording = box.record_site(visit, site)
                 assert recording.prediction is None  # a fusing model scores the patient as a whole
             result = box.finish(visit)
+        (stored,) = store.query("SELECT murmur FROM results")
+    assert json.loads(stored[0]) == pytest.approx(result.murmur)  # the store keeps the murmur finding beside the outcome
     assert result.contribution_kind == "fusion_weight"
     assert sum(result.site_contributions.values()) == pytest.approx(1.0, abs=1e-4)
     assert set(result.murmur) == {"Present", "Unknown", "Absent"}
@@ -80,3 +82,12 @@ def test_live_screening_fuses_the_sites_and_uses_the_demographics(circor_model, 
     infant = score_patient(model, features, Demographics(age_group="Infant", height_cm=60.0), model.frontend)
     adolescent = score_patient(model, features, Demographics(age_group="Adolescent", height_cm=165.0), model.frontend)
     assert not np.isclose(infant.logit, adolescent.logit, atol=1e-7)
+
+
+def test_the_terminal_prints_the_murmur_finding_next_to_the_outcome(circor_model, capsys):
+    _, model_path = circor_model
+    assert pcg_runtime(["--device", "sim", "--no-store", "--yes", "--speed", "50", "--seconds", "6", "--model", str(model_path),
+                        "--allow-unsigned-model"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("murmur: most likely "))
+    assert all(name in line for name in ("Present", "Unknown", "Absent")) and "%" in line

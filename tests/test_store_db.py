@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -321,3 +322,18 @@ def test_a_recording_thread_and_the_main_thread_share_the_store(tmp_path):
         assert failures == []
         assert store.recording(writer.record.id).samples_written == 5000
         assert count(store, "device_events") == 50
+
+
+def test_a_result_keeps_the_murmur_finding_and_refuses_a_malformed_one(tmp_path):
+    with open_store(tmp_path) as store:
+        session = store.start_session(store.new_patient(Demographics(age_group="Child"), consent=True))
+        murmur = {"Present": 0.7, "Unknown": 0.2, "Absent": 0.1}
+        result = store.save_result(session, decision="REFER", probability=0.8, reason="r", murmur=murmur)
+        assert result.murmur == murmur
+        assert json.loads(store.query("SELECT murmur FROM results")[0][0]) == murmur
+        for bad in ({"Present": 0.7, "Absent": 0.3}, {"Present": 1.5, "Unknown": 0.0, "Absent": 0.0},
+                    {"Present": float("nan"), "Unknown": 0.5, "Absent": 0.5}):
+            with pytest.raises(ValueError, match="murmur probabilities"):
+                store.save_result(session, decision="REFER", probability=0.8, reason="r", murmur=bad)
+        plain = store.save_result(session, decision="NO_REFER", probability=0.1, reason="r")
+        assert plain.murmur is None

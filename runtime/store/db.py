@@ -46,7 +46,7 @@ import numpy as np
 
 from runtime.manifest import ModelManifest
 from runtime.metadata import check_demographics
-from runtime.records import Audio, Demographics
+from runtime.records import MURMUR_CLASSES, Audio, Demographics
 from runtime.sites import SITES, site_index
 from runtime.store.codes import new_patient_code, normalize_patient_code
 from runtime.store.errors import DiskFullError, InvalidDemographicsError, LowDiskSpaceError, StoreBusyError, StoreError
@@ -155,6 +155,7 @@ class ResultRecord:
     reason: str
     site_contributions: dict[str, float]
     model_id: str | None
+    murmur: dict[str, float] | None = None  # the murmur head's class probabilities; None without one
 
 
 @dataclass(frozen=True)
@@ -705,8 +706,10 @@ class Store:
         model: ModelRecord | None = None,
         operating_point: str | None = None,
         threshold: float | None = None,
+        murmur: Mapping[str, float] | None = None,
     ) -> ResultRecord:
-        """Store a triage result for a session. `probability` may be None only for RETAKE."""
+        """Store a triage result for a session. `probability` may be None only for RETAKE; `murmur`
+        maps each of Present, Unknown, Absent to its probability (a model with a murmur head)."""
         if decision not in DECISIONS:
             raise ValueError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
         if probability is None:
@@ -718,16 +721,24 @@ class Store:
         unknown = sorted(set(contributions) - set(SITES))
         if unknown:
             raise ValueError(f"site contributions for unknown sites {unknown}; expected sites among {', '.join(SITES)}")
+        murmur_probabilities = None
+        if murmur is not None:
+            murmur_probabilities = {str(k): float(v) for k, v in murmur.items()}
+            if set(murmur_probabilities) != set(MURMUR_CLASSES) or not all(
+                    math.isfinite(v) and 0.0 <= v <= 1.0 for v in murmur_probabilities.values()):
+                raise ValueError(f"murmur probabilities must give each of {', '.join(MURMUR_CLASSES)} a value in [0, 1]; "
+                                 f"got {murmur_probabilities}")
         with self._transaction() as conn:
             row = self._insert(conn, "results", {
                 "session_id": session.id, "model_id": model.id if model else None, "decision": decision,
                 "probability": probability, "operating_point": operating_point, "threshold": threshold,
                 "reason": reason, "site_contributions": json.dumps(contributions, sort_keys=True),
+                "murmur": json.dumps(murmur_probabilities, sort_keys=True) if murmur_probabilities else None,
             })
         return ResultRecord(
             id=row["id"], seq=row["seq"], created_at=row["created_at"], session_id=session.id, decision=decision,
             probability=probability, operating_point=operating_point, threshold=threshold, reason=reason,
-            site_contributions=contributions, model_id=row["model_id"],
+            site_contributions=contributions, model_id=row["model_id"], murmur=murmur_probabilities,
         )
 
     def log_event(self, kind: str, detail: Mapping | None = None, *, session: SessionRecord | None = None) -> EventRecord:

@@ -13,6 +13,8 @@ Exports select on changed_seq, so a record that changes after an export is expor
 Migrations: MIGRATIONS[i] takes a database from version i to i + 1 (PRAGMA user_version). A new
 schema version appends one SQL script; `migrate` applies the missing ones in one transaction.
     v1  the first release
+    v3  results.murmur: the murmur head's probabilities (JSON {"Present", "Unknown", "Absent"}),
+        NULL for a model without one
     v2  patients.consent_reuse (the separate consent to reuse the recordings for retraining; an
         older store's patients get 0, not given), patients.erased_at and recordings.erased_at (when
         the patient was erased after consent was withdrawn: Store.erase_patient)
@@ -44,7 +46,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "results": (
         *COMMON_COLUMNS, "session_id", "model_id", "decision", "probability", "operating_point", "threshold",
-        "reason", "site_contributions",
+        "reason", "site_contributions", "murmur",
     ),
     "device_events": (*COMMON_COLUMNS, "session_id", "kind", "detail"),
 }
@@ -129,7 +131,11 @@ ALTER TABLE patients ADD COLUMN erased_at TEXT;
 ALTER TABLE recordings ADD COLUMN erased_at TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+_V3 = """
+ALTER TABLE results ADD COLUMN murmur TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

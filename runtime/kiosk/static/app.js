@@ -440,6 +440,14 @@ function renderResult() {
   $("result-probability").textContent = percent(r.probability);
   $("result-threshold").textContent = r.threshold != null ? t("result.threshold", { threshold: percent(r.threshold), point: r.operating_point }) : "";
   $("result-reason").textContent = r.reason;
+  const murmur = r.murmur || null;
+  $("result-murmur").hidden = !murmur;
+  if (murmur) {
+    const order = ["Present", "Unknown", "Absent"].filter((k) => k in murmur);
+    const likeliest = order.reduce((a, b) => (murmur[b] > murmur[a] ? b : a));
+    $("result-murmur-class").textContent = t(`murmur.${likeliest}`);
+    $("result-murmur-shares").textContent = "(" + order.map((k) => `${t(`murmur.${k}`)} ${percent(murmur[k])}`).join(", ") + ")";
+  }
   const contrib = $("contrib");
   contrib.replaceChildren();
   const entries = Object.entries(r.site_contributions || {});
