@@ -45,7 +45,7 @@ from export.onnx_model import DEFAULT_OPSET, export_graph, with_manifest
 from export.parity import float_parity, int8_report, paired_latency_ms
 from export.quantize import CPU, CPU_LSTM, TENSORRT, quantize
 from export.reference import reference_outputs
-from export.source import SourceError, load_source
+from export.source import SourceError, load_source, with_murmur_head
 from export.tensorrt import TensorRTUnavailable, build_engine, check_tensorrt_compatible, require_tensorrt
 from runtime.manifest import graph_sha256
 from trainer.adapt import RECOMMENDED_RECORDINGS
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recordings of the stethoscope the model will be used with, ideally of people without heart disease "
                         "(CirCor, PhysioNet 2016 or WAV folder; labels are not read): "
                         "every fold model's batch-norm statistics are re-estimated on them (AdaBN) before export; the manifest records it")
+    p.add_argument("--murmur-run", type=Path, default=None, metavar="RUN",
+                   help="a pcg-train --task murmur run whose murmur head joins the outcome model as a fourth output "
+                        "(murmur_probabilities); the referral decision stays the outcome head's")
     p.add_argument("--sign-key", type=Path, default=None, metavar="KEY",
                    help="sign every model written with this Ed25519 private key (pcg-export keygen); boxes trust the "
                         "models of the public keys in their configuration")
@@ -168,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
             return 3
     try:
         source = load_source(args.source)
+        if args.murmur_run is not None:
+            if args.int8 or args.tensorrt or args.adapt_bn or args.lodo_run:
+                raise SourceError("--murmur-run exports the float model only, for now: leave out --int8, --tensorrt, "
+                                  "--adapt-bn and --lodo-run")
+            source = with_murmur_head(source, args.murmur_run)
         calibrated_for = source.train_config.get("adapt_bn", "none")
         if calibrated_for != "none" and args.adapt_bn is None:
             raise SourceError(f"{args.source} was trained with --adapt-bn {calibrated_for}: its calibration and thresholds are for a model "

@@ -292,12 +292,22 @@ def build_manifest(source: ExportSource, commands: tuple[str, ...], variant: dic
     outputs = {name: {"shape": [*batch, c["n_sites"]] if name == "site_weights" else [*batch, 3] if name == "murmur_probabilities" else batch,
                       "meaning": _OUTPUT_MEANINGS[name]} for name in source.graph.output_names}
     class_names = {"outcome": list(OUTCOME_CLASSES)}
-    if source.task == "murmur":
+    if "murmur_probabilities" in source.graph.output_names:
         class_names["murmur"] = list(MURMUR_CLASSES)
     uses_metadata = source.architecture != "primary"
     inference = _inference(source)
     if source.adaptation:
         inference = {**inference, "batchnorm_adaptation": source.adaptation}
+    murmur_metrics, murmur_command = {}, None
+    if source.murmur is not None:
+        from export.source import MURMUR_HEAD_RULE
+
+        murmur_run = source.murmur.run or {}
+        inference = {**inference, "murmur_head": {
+            "run": source.murmur.run_dir.name if source.murmur.run_dir else str(source.murmur.path),
+            "folds": len(source.murmur.fold_dirs), "architecture": source.murmur.architecture, "rule": MURMUR_HEAD_RULE}}
+        murmur_metrics = {"murmur_head": {**_metrics(source.murmur), "rule": MURMUR_HEAD_RULE}}
+        murmur_command = murmur_run.get("settings", {}).get("command")
     if variant:
         inference = {**inference, "variant": variant}
     name = source.run_dir.name if source.path.is_dir() or source.run_dir is None else f"{source.run_dir.name}/{source.fold_dirs[0].name}"
@@ -308,12 +318,13 @@ def build_manifest(source: ExportSource, commands: tuple[str, ...], variant: dic
         inputs=inputs, outputs=outputs, class_names=class_names,
         operating_points=_operating_points(source), default_operating_point="cost_optimal",
         inference=inference, training_data=_training_data(source),
-        metrics={**_metrics(source), **({"leave_one_database_out": lodo} if lodo else {}), **({"weak_model": weak} if weak else {})},
+        metrics={**_metrics(source), **murmur_metrics, **({"leave_one_database_out": lodo} if lodo else {}),
+                 **({"weak_model": weak} if weak else {})},
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), code_version=code_version(),
         sites_trained=sites_trained(source),
         metadata_features=METADATA_FEATURES if uses_metadata else (),
         metadata_stats=source.metadata_stats.to_dict() if uses_metadata else {},
-        commands=tuple(x for x in (training_command, (lodo or {}).get("command"), *commands) if x),
+        commands=tuple(x for x in (training_command, murmur_command, (lodo or {}).get("command"), *commands) if x),
         graph_sha256="0" * 64,  # embed_manifest replaces it with the real hash
     )
     return manifest

@@ -1,6 +1,7 @@
 """What pcg-export exports: a pcg-train run folder (every fold, as one ensemble) or one fold's model.pt.
 
     load_source(path) -> ExportSource (the EnsembleGraph, the checkpoints, the run's metrics.json)
+    with_murmur_head(source, murmur_run) -> the same with a murmur-task run's head as a fourth output
 
 The graph is trainer.inference.EnsembleGraph: crop averaging, fold ensemble and Platt calibration
 in one module, built by trainer.inference.ensemble_from (which also reconciles the folds' metadata
@@ -9,6 +10,7 @@ statistics: demographics are encoded with the first fold's, which the manifest s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ class ExportSource:
     run_dir: Path | None  # the pcg-train --out folder, when known
     run: dict | None  # its metrics.json (summary, settings, data), when present
     adaptation: dict | None = None  # set by export.adapt.adapt_source when the graph was adapted to a stethoscope
+    murmur: ExportSource | None = None  # with_murmur_head: the murmur-task run whose head the graph carries too
 
     @property
     def model_config(self) -> dict:
@@ -122,6 +125,35 @@ def load_source(path: Path) -> ExportSource:
         raise SourceError(f"{path}: the folds have different model configs; export one fold's model.pt instead")
     graph = ensemble_from(loaded)
     return ExportSource(path, graph, checkpoints, [p.parent for p in fold_paths], run_dir, run)
+
+
+MURMUR_HEAD_RULE = ("the referral decision is the outcome head's alone (its operating points); the murmur head's "
+                    "finding (Present / Unknown / Absent) is reported beside it and does not change it")
+
+
+def with_murmur_head(source: ExportSource, murmur_path: Path) -> ExportSource:
+    """`source` (an outcome run) with the murmur head of another run (`pcg-train --task murmur`) on
+    the same inputs, as one graph (trainer.inference.WithMurmurHead). The murmur folds are fed the
+    outcome's metadata encoding, restandardized to their own; both runs must take the same crops."""
+    from trainer.inference import WithMurmurHead
+
+    if source.task != "outcome":
+        raise SourceError(f"{source.path} is a {source.task} run; --murmur-run adds a murmur head to an outcome run")
+    murmur = load_source(murmur_path)
+    if murmur.task != "murmur":
+        raise SourceError(f"--murmur-run {murmur_path} is a {murmur.task} run; train it with pcg-train --task murmur")
+    mine, theirs = source.model_config, murmur.model_config
+    for key in ("n_sites", "n_freq", "n_frames", "metadata_dim"):
+        if mine[key] != theirs[key]:
+            raise SourceError(f"--murmur-run {murmur_path}: its models take {key} {theirs[key]}, the outcome run's {mine[key]}")
+    if murmur.n_crops != source.n_crops:
+        raise SourceError(f"--murmur-run {murmur_path} was evaluated on {murmur.n_crops} crops, the outcome run on "
+                          f"{source.n_crops}: train both with the same --eval-crops")
+    if murmur.frontend.to_dict() != source.frontend.to_dict():
+        raise SourceError(f"--murmur-run {murmur_path} used another front-end than {source.path}")
+    loaded = [load_checkpoint(d / "model.pt") for d in murmur.fold_dirs]
+    head = ensemble_from(loaded, given=source.metadata_stats)
+    return dataclasses.replace(source, graph=WithMurmurHead(source.graph, head), murmur=murmur)
 
 
 def _check_one_run(path: Path, folds: list[str], run: dict | None) -> None:

@@ -65,7 +65,7 @@ def triage_folder(model, root: Path, out: Path, *, format: str | None = None, op
     started = time.perf_counter()
     dataset = load_dataset(root, format=format)
     config = FrontEndConfig.from_dict(model.manifest.frontend)
-    murmur = model.manifest.task == "murmur"
+    murmur = "murmur" in model.manifest.class_names  # a murmur-task model, or an outcome model with a murmur head
     columns = COLUMNS + (MURMUR_COLUMNS if murmur else ())
     summary = BatchSummary(problems=list(dataset.problems))
     info = model_summary(model.manifest, model.provider, model.trust)

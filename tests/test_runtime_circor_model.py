@@ -91,3 +91,54 @@ def test_the_terminal_prints_the_murmur_finding_next_to_the_outcome(circor_model
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("murmur: most likely "))
     assert all(name in line for name in ("Present", "Unknown", "Absent")) and "%" in line
+
+
+@pytest.fixture(scope="module")
+def outcome_with_murmur_head(tmp_path_factory):
+    """An outcome run and a murmur run on the same children, exported as one model (pcg-export --murmur-run)."""
+    root = tmp_path_factory.mktemp("two-heads")
+    data = write_circor_folder(root / "circor", n_patients=16, seed=7, sites=GUIDED_SITES)
+    common = ["--data", str(data), "--model", "hyper", "--folds", "2", "--epochs", "1", "--eval-crops", "2",
+              "--cache", str(root / "cache"), "--quiet"]
+    assert pcg_train(common + ["--task", "outcome", "--out", str(root / "outcome")]) == 0
+    assert pcg_train(common + ["--task", "murmur", "--seed", "1", "--out", str(root / "murmur")]) == 0
+    out = root / "model" / "two-heads.onnx"
+    assert pcg_export([str(root / "outcome"), "--murmur-run", str(root / "murmur"), "--out", str(out),
+                       "--cache", str(root / "cache")]) == 0
+    return root, data, out
+
+
+def test_one_model_gives_the_outcome_decision_and_the_murmur_finding(outcome_with_murmur_head, tmp_path):
+    root, data, model_path = outcome_with_murmur_head
+    model = Model.load(model_path)
+    manifest = model.manifest
+    assert manifest.task == "outcome" and manifest.class_names["murmur"] == ["Present", "Unknown", "Absent"]
+    rule = manifest.inference["murmur_head"]["rule"]
+    assert "referral decision is the outcome head's alone" in rule and manifest.metrics["murmur_head"]["rule"] == rule
+    assert "weighted_accuracy" in manifest.metrics["murmur_head"]["pooled"]["murmur"]
+    assert sum("--task murmur" in c for c in manifest.commands) == 1
+    # the outcome output is exactly the outcome run's own export: the murmur head changes no decision
+    alone = tmp_path / "outcome-only.onnx"
+    assert pcg_export([str(root / "outcome"), "--out", str(alone), "--cache", str(root / "cache")]) == 0
+    out = tmp_path / "two.csv"
+    assert pcg_runtime(["triage", str(data), "--model", str(model_path), "--out", str(out), "--quiet",
+                        "--allow-unsigned-model"]) == 0
+    assert pcg_runtime(["triage", str(data), "--model", str(alone), "--out", str(tmp_path / "one.csv"), "--quiet",
+                        "--allow-unsigned-model"]) == 0
+    two, one = list(csv.DictReader(out.open())), list(csv.DictReader((tmp_path / "one.csv").open()))
+    assert [r["decision"] for r in two] == [r["decision"] for r in one]
+    assert [float(r["outcome_probability"]) for r in two] == pytest.approx([float(r["outcome_probability"]) for r in one],
+                                                                            abs=1e-5)
+    assert all(sum(float(r[k]) for k in ("murmur_present", "murmur_unknown", "murmur_absent")) == pytest.approx(1.0, abs=1e-4)
+               for r in two)
+    assert "murmur_present" not in one[0]
+
+
+def test_a_murmur_run_that_cannot_join_is_refused(outcome_with_murmur_head, tmp_path, capsys):
+    root, _, _ = outcome_with_murmur_head
+    assert pcg_export([str(root / "outcome"), "--murmur-run", str(root / "outcome"), "--out", str(tmp_path / "x.onnx"),
+                       "--cache", str(root / "cache")]) == 2
+    assert "train it with pcg-train --task murmur" in capsys.readouterr().err
+    assert pcg_export([str(root / "outcome"), "--murmur-run", str(root / "murmur"), "--int8", "--out",
+                       str(tmp_path / "y.onnx"), "--cache", str(root / "cache")]) == 2
+    assert "float model only" in capsys.readouterr().err and not (tmp_path / "y.onnx").exists()

@@ -327,6 +327,7 @@ def check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command = "pcg-train " + " ".join(sys.argv[1:] if argv is None else argv)  # what reproduces the run
     check_numbers(parser, args)
     try:
         return _run(args)
@@ -362,7 +363,7 @@ def _run(args: argparse.Namespace) -> int:
           f"{len(data_report.problems)} input problem(s) reported", file=sys.stderr)
     try:
         summary = train_and_report(examples, folds, model_config, train_config, args.out, args.resume, data_report,
-                                   {"data": str(args.data), "format": data_format,
+                                   {"command": args.command, "data": str(args.data), "format": data_format,
                                     "folds": args.folds if args.folds_file is None else f"file:{args.folds_file}",
                                     "frontend": frontend.to_dict()},
                                    f"pcg-train {args.task} / {args.model} / folds {args.folds} on {args.data.name}", started)

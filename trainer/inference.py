@@ -66,6 +66,28 @@ class EnsembleGraph(nn.Module):
         return result
 
 
+class WithMurmurHead(nn.Module):
+    """An outcome ensemble and a murmur-task ensemble as one graph: the outcome's three outputs
+    (the referral decision is theirs alone) and the murmur ensemble's class probabilities as a
+    fourth, murmur_probabilities. Both read the same inputs; the murmur folds must have been built
+    with the outcome's metadata statistics (ensemble_from(..., given=...))."""
+
+    def __init__(self, outcome: EnsembleGraph, murmur: EnsembleGraph):
+        super().__init__()
+        if outcome.task != "outcome" or murmur.task != "murmur":
+            raise ValueError(f"expected an outcome ensemble and a murmur ensemble, got {outcome.task} and {murmur.task}")
+        self.outcome, self.murmur = outcome, murmur
+        self.task = "outcome"
+        self.eval()  # the exporter restores the mode it found, recursively: it must find eval
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return (*self.outcome.output_names, "murmur_probabilities")
+
+    def forward(self, x: torch.Tensor, site_mask: torch.Tensor, metadata: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (*self.outcome(x, site_mask, metadata), self.murmur(x, site_mask, metadata)[3])
+
+
 def load_checkpoint(path: Path) -> tuple[ScreeningModel, dict]:
     """A fold's model.pt -> (model in eval mode, the checkpoint dict)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
@@ -102,11 +124,12 @@ class Restandardized(nn.Module):
         return self.model(x, site_mask, torch.where(present, z, metadata))
 
 
-def ensemble_from(loaded: list[tuple[ScreeningModel, dict]]) -> EnsembleGraph:
+def ensemble_from(loaded: list[tuple[ScreeningModel, dict]], given: MetadataStats | None = None) -> EnsembleGraph:
     """Fold models and their checkpoints as one EnsembleGraph. One metadata vector feeds every fold,
-    encoded with the FIRST fold's statistics (the ones a manifest states); a fold trained with other
-    statistics is wrapped in Restandardized so it sees z-scores exactly as in its own training."""
-    given = MetadataStats.from_dict(loaded[0][1]["metadata_stats"])
+    encoded with `given` statistics (default: the FIRST fold's, the ones a manifest states); a fold
+    trained with other statistics is wrapped in Restandardized so it sees z-scores exactly as in
+    its own training."""
+    given = given or MetadataStats.from_dict(loaded[0][1]["metadata_stats"])
     models = []
     for model, checkpoint in loaded:
         own = MetadataStats.from_dict(checkpoint["metadata_stats"])
