@@ -216,6 +216,7 @@ def _training_data(source: ExportSource) -> dict:
         "folds": settings.get("folds"), "fold_models": [d.name for d in source.fold_dirs],
         "metadata": settings.get("metadata"),
         "parameters_per_fold_model": settings.get("parameters"),
+        **({"population": data["population"]} if data.get("population") else {}),
     }
 
 

@@ -117,6 +117,7 @@ def model_limits(manifest: ModelManifest, demographics: Demographics | None, sit
     if isinstance(weak, dict):
         notes.append(f"weak model: its cross-validated AUROC ({weak.get('pooled_auroc', float('nan')):.2f}) is below "
                      f"{weak.get('threshold', 0.6):.2f}; it was exported only by explicit override and is not fit for screening decisions")
+    notes += outside_population(manifest, demographics)
     if not manifest.uses_metadata:
         notes.append("the model was trained without demographics: age group, sex, height, weight and pregnancy "
                      "do not change its result")
@@ -133,6 +134,33 @@ def model_limits(manifest: ModelManifest, demographics: Demographics | None, sit
         else:
             notes.append(f"the model never heard {', '.join(untrained)} in training: their input may be less reliable")
     return notes
+
+
+FEW_IN_TRAINING = 30  # fewer patients like this one in training: the result is an extrapolation
+
+
+def outside_population(manifest: ModelManifest, demographics: Demographics | None) -> list[str]:
+    """A warning for a patient from a group the model saw little or nothing of in training (an adult,
+    a neonate, a pregnant patient for a model trained on children), from the manifest's
+    training_data["population"] counts; [] when the manifest has none or the group is well covered."""
+    population = manifest.training_data.get("population") if isinstance(manifest.training_data, dict) else None
+    if not isinstance(population, dict) or demographics is None:
+        return []
+    total = population.get("patients", 0)
+    warnings = []
+    ages = population.get("age_group", {})
+    group = demographics.age_group
+    if group is not None and ages.get(group, 0) < FEW_IN_TRAINING:
+        seen = ages.get(group, 0)
+        warnings.append(f"outside the population the model was trained on: {'no' if seen == 0 else f'only {seen}'} "
+                        f"{group.lower()} patient{'s' if seen != 1 else ''} among its {total}; this result is an "
+                        "extrapolation: rely on clinical auscultation")
+    if demographics.pregnant and population.get("pregnant", 0) < FEW_IN_TRAINING:
+        seen = population.get("pregnant", 0)
+        warnings.append(f"outside the population the model was trained on: {'no' if seen == 0 else f'only {seen}'} "
+                        f"pregnant patient{'s' if seen != 1 else ''} among its {total}; this result is an "
+                        "extrapolation: rely on clinical auscultation")
+    return warnings
 
 
 def scores_sites_alone(manifest: ModelManifest) -> bool:

@@ -117,6 +117,8 @@ def test_one_model_gives_the_outcome_decision_and_the_murmur_finding(outcome_wit
     assert "referral decision is the outcome head's alone" in rule and manifest.metrics["murmur_head"]["rule"] == rule
     assert "weighted_accuracy" in manifest.metrics["murmur_head"]["pooled"]["murmur"]
     assert sum("--task murmur" in c for c in manifest.commands) == 1
+    population = manifest.training_data["population"]  # who it was trained on, for the runtime's warning
+    assert population["patients"] == 16 and sum(population["age_group"].values()) == 16
     # the outcome output is exactly the outcome run's own export: the murmur head changes no decision
     alone = tmp_path / "outcome-only.onnx"
     assert pcg_export([str(root / "outcome"), "--out", str(alone), "--cache", str(root / "cache")]) == 0

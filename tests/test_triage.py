@@ -78,3 +78,26 @@ def test_sites_scored_while_recording_give_the_same_patient_score(model, patient
     assert whole.contribution_kind == "site_probability" and set(whole.site_contributions) == set(features)
     logits = [math.log(p / (1 - p)) for p in whole.site_contributions.values()]
     assert whole.logit == pytest.approx(float(np.mean(logits)), abs=1e-5)  # the mean of the sites' logits
+
+
+def test_a_patient_from_a_group_the_model_barely_saw_gets_a_warning(model):
+    """The children's model saw 6 neonates, no young adult and 40 pregnant patients of 628 (CirCor's
+    shared part): a neonate, an adult or (with fewer pregnant patients) a pregnant patient is warned about."""
+    population = {"patients": 628, "age_group": {"Neonate": 6, "Infant": 82, "Child": 442, "Adolescent": 55, "not given": 43},
+                  "sex": {"Female": 326, "Male": 302}, "pregnant": 12}
+    manifest = dataclasses.replace(model.manifest, training_data={**model.manifest.training_data, "population": population})
+    sites = ["AV", "PV", "TV", "MV"]
+
+    def warnings(demographics):
+        return [n for n in model_limits(manifest, demographics, sites) if n.startswith("outside the population")]
+
+    assert warnings(Demographics(age_group="Child")) == []
+    (neonate,) = warnings(Demographics(age_group="Neonate"))
+    assert "only 6 neonate patients among its 628" in neonate and "rely on clinical auscultation" in neonate
+    (adult,) = warnings(Demographics(age_group="Young adult", sex="Female"))
+    assert "no young adult patients among its 628" in adult
+    (pregnant,) = warnings(Demographics(age_group="Adolescent", sex="Female", pregnant=True))
+    assert "only 12 pregnant patients" in pregnant
+    assert warnings(Demographics()) == []  # nothing known, nothing claimed
+    assert [n for n in model_limits(model.manifest, Demographics(age_group="Neonate"), sites)
+            if n.startswith("outside")] == []  # a manifest without population counts says nothing

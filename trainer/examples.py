@@ -70,12 +70,14 @@ class DataReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # quirks of the data that were handled, each with how
+    population: dict = field(default_factory=dict)  # who the patients used are: counts by age group, sex, pregnancy
 
     def to_dict(self) -> dict:
         return {
             "patients_found": self.n_patients,
             "recordings_found": self.n_recordings,
             "patients_used": self.n_used,
+            "population": self.population,
             "problems": self.problems,
             "warnings": self.warnings,
             "notes": self.notes,
@@ -174,7 +176,26 @@ def load_examples(dataset: Dataset, cache: FeatureCache, task: str) -> tuple[lis
             report.warnings.append(f"no {name} example: the model cannot learn that class, and its metrics are undefined")
     report.n_used = len(examples)
     report.notes = data_notes(examples, cache.config.clip_frames)
+    report.population = population(examples)
     return examples, report
+
+
+def population(examples: list[Example]) -> dict:
+    """Counts of the patients used by age group, sex and pregnancy ("not given" for unknown): the
+    manifest carries them, and the runtime warns about a patient from a group the model barely saw."""
+    def counts(values) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for value in values:
+            found[value] = found.get(value, 0) + 1
+        return dict(sorted(found.items()))
+
+    demographics = [e.demographics for e in examples]
+    return {
+        "patients": len(examples),
+        "age_group": counts(d.age_group or "not given" for d in demographics),
+        "sex": counts(d.sex or "not given" for d in demographics),
+        "pregnant": sum(1 for d in demographics if d.pregnant),
+    }
 
 
 def data_notes(examples: list[Example], clip_frames: int) -> list[str]:
