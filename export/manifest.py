@@ -249,7 +249,61 @@ def _operating_points(source: ExportSource) -> dict[str, OperatingPoint]:
             specificity = float((~refer[y == 0]).mean()) if (y == 0).any() else None
         points[name] = OperatingPoint(threshold=float(threshold), description=_POINT_DESCRIPTIONS.get(name, ""),
                                       sensitivity=sensitivity, specificity=specificity)
+    if oof is not None:
+        p, y = oof
+        for prevalence in PROGRAMME_PREVALENCES:
+            threshold = _cost_optimal_at(p, y, prevalence)
+            if threshold is not None:
+                refer = p >= threshold
+                points[f"cost_optimal_prevalence_{round(100 * prevalence)}"] = OperatingPoint(
+                    threshold=threshold,
+                    description=f"minimises the challenge cost on the pooled out-of-fold predictions reweighted to "
+                                f"{100 * prevalence:g} % abnormal (a community programme's prevalence, not the data's)",
+                    sensitivity=float(refer[y == 1].mean()), specificity=float((~refer[y == 0]).mean()))
     return points
+
+
+PROGRAMME_PREVALENCES = (0.10, 0.05)
+
+
+def _cost_optimal_at(p: np.ndarray, y: np.ndarray, prevalence: float) -> float | None:
+    """The threshold on out-of-fold probabilities `p` that minimises the 2022 challenge cost when the
+    abnormal children weigh as if they were `prevalence` of the patients (counts reweighted)."""
+    from trainer.metrics import outcome_cost
+
+    n1, n0 = int((y == 1).sum()), int((y == 0).sum())
+    if not n1 or not n0:
+        return None
+    total = n1 + n0
+    w1, w0 = prevalence * total / n1, (1 - prevalence) * total / n0
+    best = None
+    for threshold in np.unique(np.concatenate([p, [1.0 + 1e-9]])):
+        refer = p >= threshold
+        tp, fn = w1 * refer[y == 1].sum(), w1 * (~refer[y == 1]).sum()
+        fp, tn = w0 * refer[y == 0].sum(), w0 * (~refer[y == 0]).sum()
+        cost = outcome_cost(tp, fp, fn, tn)
+        if best is None or cost < best[0]:
+            best = (cost, float(min(threshold, 1.0)))
+    return best[1]
+
+
+def operating_curve(source: ExportSource) -> list[dict] | None:
+    """For target sensitivities 0.50 to 0.99: the highest threshold whose pooled out-of-fold
+    sensitivity reaches it, with its specificity (a programme picks its point from these)."""
+    oof = _out_of_fold(source)
+    if oof is None:
+        return None
+    p, y = oof
+    if not (y == 1).any() or not (y == 0).any():
+        return None
+    curve = []
+    for target in np.round(np.arange(0.50, 0.995, 0.01), 2):
+        candidates = [t for t in np.unique(p) if (p[y == 1] >= t).mean() >= target]
+        threshold = float(max(candidates)) if candidates else float(p.min())
+        refer = p >= threshold
+        curve.append({"target_sensitivity": float(target), "threshold": threshold,
+                      "sensitivity": float(refer[y == 1].mean()), "specificity": float((~refer[y == 0]).mean())})
+    return curve
 
 
 def _inference(source: ExportSource) -> dict:
@@ -320,6 +374,7 @@ def build_manifest(source: ExportSource, commands: tuple[str, ...], variant: dic
         operating_points=_operating_points(source), default_operating_point="cost_optimal",
         inference=inference, training_data=_training_data(source),
         metrics={**_metrics(source), **murmur_metrics, **({"leave_one_database_out": lodo} if lodo else {}),
+                 **({"operating_curve": curve} if (curve := operating_curve(source)) else {}),
                  **({"weak_model": weak} if weak else {})},
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), code_version=code_version(),
         sites_trained=sites_trained(source),

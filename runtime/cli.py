@@ -444,6 +444,13 @@ def load_model(args):
     points = model.manifest.operating_points
     if args.operating_point is not None and args.operating_point not in points:
         raise InputError(f"--operating-point {args.operating_point!r} is not one of this model's: {', '.join(points)}")
+    if args.operating_point is None and config.operating_point is not None:
+        from runtime.config import programme_point
+
+        try:
+            model.manifest, args.operating_point = programme_point(model.manifest, config.operating_point)
+        except ConfigError as exc:
+            raise InputError(str(exc)) from None
     return model
 
 
@@ -747,7 +754,10 @@ def main_model(argv: list[str]) -> int:
         print(f"adapted to a stethoscope: batch-norm statistics of {adapted['recordings']} recordings of {adapted['patients']} patients "
               f"({adapted['folder']}, {adapted['adapted_utc']})")
     for name, point in model.manifest.operating_points.items():
-        print(f"operating point {name}: threshold {point.threshold:.3f}  {point.description}")
+        figures = (f", out-of-fold sensitivity {point.sensitivity:.2f} specificity {point.specificity:.2f}"
+                   if point.sensitivity is not None and point.specificity is not None else "")
+        chosen = " [used]" if name == (args.operating_point or model.manifest.default_operating_point) else ""
+        print(f"operating point {name}{chosen}: threshold {point.threshold:.3f}{figures}  {point.description}")
     for note in model_limits(model.manifest, None, list(GUIDED_SITES), model.trust):
         print(f"note: {note}")
     print(DISCLAIMER)

@@ -2,8 +2,14 @@
 
     {
       "trusted_keys": ["ed25519:<base64>", ...],   # public keys (pcg-export keygen's .pub lines)
-      "allow_unsigned_models": false               # true: screen with unsigned/untrusted models, saying so
+      "allow_unsigned_models": false,              # true: screen with unsigned/untrusted models, saying so
+      "operating_point": "cost_optimal_prevalence_5"   # or {"target_sensitivity": 0.9}; default: the model's
     }
+
+The operating point is the programme's choice: a point the model's manifest names (its
+cross-validated sensitivity and specificity are printed by `pcg-runtime model`), or the highest
+threshold whose out-of-fold sensitivity reaches a target (the manifest's operating_curve). The
+command line's --operating-point wins over it.
 
 Found at `--config FILE`, else $PCG_SCREEN_CONFIG, else /etc/pcg-screen/box.json; with none, the
 box trusts only the bundled model (its hash is pinned in the package). The file decides which
@@ -22,7 +28,7 @@ from pathlib import Path
 from runtime.signing import SignatureError, key_id, parse_public_key
 
 DEFAULT_CONFIG = Path("/etc/pcg-screen/box.json")
-CONFIG_KEYS = ("trusted_keys", "allow_unsigned_models")
+CONFIG_KEYS = ("trusted_keys", "allow_unsigned_models", "operating_point")
 
 
 class ConfigError(ValueError):
@@ -35,6 +41,7 @@ class BoxConfig:
     allow_unsigned_models: bool = False
     path: Path | None = None  # where it was read from; None: no file, the defaults
     key_ids: frozenset[str] = field(default_factory=frozenset)
+    operating_point: str | dict | None = None  # a manifest's point name, or {"target_sensitivity": x}
 
     @property
     def where(self) -> str:
@@ -84,4 +91,37 @@ def load_box_config(explicit: str | Path | None = None) -> BoxConfig:
     allow = data.get("allow_unsigned_models", False)
     if not isinstance(allow, bool):
         raise ConfigError(f"box configuration {path}: allow_unsigned_models must be true or false")
-    return BoxConfig(tuple(keys), allow, path, ids)
+    point = data.get("operating_point")
+    if point is not None and not isinstance(point, str):
+        target = point.get("target_sensitivity") if isinstance(point, dict) and set(point) == {"target_sensitivity"} else None
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.5 <= target <= 0.99:
+            raise ConfigError(f"box configuration {path}: operating_point must be a name the model's manifest gives, or "
+                              '{"target_sensitivity": x} with x from 0.5 to 0.99')
+    return BoxConfig(tuple(keys), allow, path, ids, point)
+
+
+def programme_point(manifest, wanted: str | dict):
+    """The manifest with the programme's operating point: (manifest, name). A name must be one of the
+    manifest's; {"target_sensitivity": x} becomes a point "programme" at the highest threshold whose
+    out-of-fold sensitivity reaches x. ConfigError when the model cannot honour it."""
+    import dataclasses
+
+    from runtime.manifest import OperatingPoint
+
+    if isinstance(wanted, str):
+        if wanted not in manifest.operating_points:
+            raise ConfigError(f"the box configuration asks for operating point {wanted!r}, which this model does not "
+                              f"have: it has {', '.join(manifest.operating_points)}")
+        return manifest, wanted
+    target = float(wanted["target_sensitivity"])
+    curve = manifest.metrics.get("operating_curve") if isinstance(manifest.metrics, dict) else None
+    if not curve:
+        raise ConfigError("the box configuration asks for a target sensitivity, but this model's manifest has no "
+                          "operating curve (export it again with this release)")
+    point = min((c for c in curve if c["sensitivity"] >= target), key=lambda c: -c["threshold"], default=None)
+    if point is None:
+        raise ConfigError(f"no threshold of this model reaches sensitivity {target:g} on its out-of-fold predictions")
+    chosen = OperatingPoint(threshold=point["threshold"], sensitivity=point["sensitivity"], specificity=point["specificity"],
+                            description=f"the programme's choice (box configuration): out-of-fold sensitivity >= {target:g}")
+    points = {**manifest.operating_points, "programme": chosen}
+    return dataclasses.replace(manifest, operating_points=points), "programme"

@@ -5,7 +5,9 @@ a live screening through the virtual stethoscope (sites fused by the model, demo
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 
 import numpy as np
@@ -144,3 +146,30 @@ def test_a_murmur_run_that_cannot_join_is_refused(outcome_with_murmur_head, tmp_
     assert pcg_export([str(root / "outcome"), "--murmur-run", str(root / "murmur"), "--int8", "--out",
                        str(tmp_path / "y.onnx"), "--cache", str(root / "cache")]) == 2
     assert "float model only" in capsys.readouterr().err and not (tmp_path / "y.onnx").exists()
+
+
+def test_a_programme_sets_its_operating_point_in_the_box_configuration(outcome_with_murmur_head, tmp_path):
+    _, _, model_path = outcome_with_murmur_head
+    manifest = Model.load(model_path).manifest
+    for prevalence in (10, 5):  # cost-optimal points for a community programme's prevalence, from out-of-fold predictions
+        point = manifest.operating_points[f"cost_optimal_prevalence_{prevalence}"]
+        assert 0.0 <= point.sensitivity <= 1.0 and f"{prevalence} % abnormal" in point.description
+    curve = manifest.metrics["operating_curve"]
+    assert [c["target_sensitivity"] for c in curve][:2] == [0.5, 0.51] and all(c["sensitivity"] >= c["target_sensitivity"]
+                                                                                for c in curve)
+    config = tmp_path / "box.json"
+    config.write_text(json.dumps({"allow_unsigned_models": True, "operating_point": {"target_sensitivity": 0.9}}))
+    config.chmod(0o644)
+    expected = max(c["threshold"] for c in curve if c["sensitivity"] >= 0.9)
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert pcg_runtime(["--device", "sim", "--no-store", "--yes", "--json", "--speed", "50", "--seconds", "6",
+                            "--model", str(model_path), "--config", str(config)]) == 0
+    result = json.loads(buffer.getvalue())["result"]
+    assert result["operating_point"] == "programme" and result["threshold"] == pytest.approx(expected)
+    config.write_text(json.dumps({"allow_unsigned_models": True, "operating_point": "cost_optimal_prevalence_5"}))
+    assert pcg_runtime(["model", "--model", str(model_path), "--config", str(config)]) == 0
+    config.write_text(json.dumps({"allow_unsigned_models": True, "operating_point": "no_such_point"}))
+    assert pcg_runtime(["model", "--model", str(model_path), "--config", str(config)]) == 2
+    config.write_text(json.dumps({"operating_point": {"target_sensitivity": 1.5}}))
+    assert pcg_runtime(["model", "--model", str(model_path), "--config", str(config)]) == 2
