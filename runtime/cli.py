@@ -160,12 +160,18 @@ def ask(prompt: str, parse, *, stream=None):
             print(f"  {exc}; try again, or press Enter for unknown")
 
 
-def prompt_demographics(known: dict) -> dict:
-    """Ask for each field not already given; Enter leaves it unknown."""
+def prompt_demographics(known: dict, uses_demographics: bool | None = None) -> dict:
+    """Ask for each field not already given; Enter leaves it unknown. `uses_demographics` (the
+    model's manifest) decides what the operator is told about the answers' effect."""
     from runtime.metadata import HEIGHT_RANGE_CM, WEIGHT_RANGE_KG
 
     fields = dict(known)
     print("Patient (press Enter to leave a field unknown; no names are asked or stored)")
+    if uses_demographics:
+        print("  the model uses these answers: they change its result, so give what you know; an unknown field is "
+              "scored as unknown")
+    elif uses_demographics is False:
+        print("  this model does not use these answers (it was trained without them); they are stored with the visit")
     if "age_group" not in fields:
         fields["age_group"] = ask(f"  age group [{'/'.join(AGE_GROUPS)}]: ", parse_age_group)
     if "sex" not in fields:
@@ -353,7 +359,7 @@ def run_live(args, model, store) -> dict:
         args.visit = visit
         if visit is None:
             if interactive:
-                demographics = prompt_demographics(demographics)
+                demographics = prompt_demographics(demographics, None if model is None else model.uses_metadata)
                 if store is not None:
                     consent, consent_reuse = prompt_consents(consent, consent_reuse)
             visit = box.begin_patient(Demographics(**demographics), consent=bool(consent) and store is not None,

@@ -387,3 +387,20 @@ def test_connecting_again_reopens_the_stethoscope(kiosk):
     finally:
         stream.close()
     assert kiosk.request("GET", "/api/state")[2]["device"]["connected"] is True
+
+
+def test_the_state_says_whether_the_model_uses_the_demographics(tmp_path):
+    from kiosk_fixtures import bundled_model
+
+    for folder in ("bundled", "none"):
+        (tmp_path / folder).mkdir()
+    with running_kiosk(tmp_path / "bundled", model="bundled") as kiosk:
+        state = EventStream(kiosk.url)
+        try:
+            snapshot = state.wait_for(lambda e: e["type"] == "state" and e.get("model_uses_demographics") is not None)
+        finally:
+            state.close()
+        assert snapshot["model_uses_demographics"] is bundled_model().uses_metadata
+    with running_kiosk(tmp_path / "none", model=None) as kiosk:
+        status, _, body = kiosk.request("GET", "/api/state")
+        assert status == 200 and body["model_uses_demographics"] is None

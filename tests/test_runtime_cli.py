@@ -289,3 +289,14 @@ def test_a_recording_too_long_for_memory_is_its_patients_row_not_the_end_of_the_
     assert rows["p2"]["decision"] == "RETAKE" and rows["p2"]["outcome_probability"] == ""
     assert "p2.wav" in rows["p2"]["reason"] and "too long" in rows["p2"]["reason"]
     assert all(0 <= float(rows[p]["outcome_probability"]) <= 1 for p in ("p1", "p3"))
+
+
+@pytest.mark.parametrize("uses, said, not_said", [
+    (True, "the model uses these answers: they change its result", "does not use"),
+    (False, "this model does not use these answers", "change its result"),
+])
+def test_the_prompt_says_whether_the_answers_change_the_result(monkeypatch, capsys, uses, said, not_said):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n\n\n\n\n"))
+    prompt_demographics({}, uses_demographics=uses)
+    out = capsys.readouterr().out
+    assert said in out and not_said not in out

@@ -267,6 +267,7 @@ class KioskState:
         self.busy: str | None = None  # "patient" | "recording" | "finishing"
         self.recording: dict | None = None  # {"site", "seconds"}
         self.open_visit: dict | None = None  # a visit left open by a crash, awaiting the operator's word
+        self.model_uses_demographics: bool | None = None  # None: no model loaded
         self.cancel = threading.Event()
 
     def snapshot(self) -> dict:
@@ -280,6 +281,7 @@ class KioskState:
                 "busy": self.busy,
                 "recording": self.recording,
                 "open_visit": self.open_visit,
+                "model_uses_demographics": self.model_uses_demographics,
                 "guided_sites": list(GUIDED_SITES),
                 "seconds_per_site": self.seconds_per_site,
                 "disclaimer": DISCLAIMER,
@@ -593,6 +595,8 @@ class KioskServer:
         confirms that the child in front of them is that visit's patient (POST /api/visit/continue)
         or says it is another child (POST /api/visit/close); a new patient is refused meanwhile."""
         self._open_visits = box.resumable()
+        with self.state.lock:
+            self.state.model_uses_demographics = None if box.model is None else bool(box.model.uses_metadata)
         self._publish_open_visit()
 
     def _publish_open_visit(self) -> None:

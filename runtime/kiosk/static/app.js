@@ -221,7 +221,15 @@ function describeDemographics(demo) {
 
 /** A visit a crash left open is shown, with who it is for, until the operator says whether the
  * child in front of them is that patient; a new patient's form waits meanwhile. */
+function renderDemographicsNote() {
+  const uses = app.state.model_uses_demographics;
+  const note = $("demographics-note");
+  note.hidden = uses === null || uses === undefined;
+  if (!note.hidden) note.textContent = t(uses ? "patient.uses_demographics" : "patient.ignores_demographics");
+}
+
 function renderOpenVisit() {
+  renderDemographicsNote();
   const open = app.state.open_visit;
   const box = $("open-visit");
   box.hidden = !open;
