@@ -53,6 +53,10 @@ WAVEFORM_POINTS = 64
 
 #: A site is recorded again at most this many times when the stethoscope restarts mid-recording.
 MAX_RESTARTS_PER_SITE = 3
+#: Retakes of a site whose recordings fail the quality gate: when the first recording and this many
+#: retakes have all failed, the result is "cannot assess: refer for clinical auscultation"
+#: (runtime.triage.CANNOT_ASSESS) instead of one more retake.
+MAX_RETAKES_PER_SITE = 2
 
 
 class _StreamRestarted(Exception):
@@ -90,6 +94,12 @@ class Visit:
     result: TriageResult | None = None
     decided_at: float = 0.0  # time.monotonic() when the decision was made, and when it was stored
     stored_at: float = 0.0
+    failed_recordings: dict[str, int] = field(default_factory=dict)  # site -> recordings the quality gate failed
+
+    def cannot_assess(self) -> tuple[str, ...]:
+        """Sites whose latest recording failed the gate after MAX_RETAKES_PER_SITE failed retakes."""
+        return tuple(s for s, r in self.sites.items()
+                     if not r.quality.ok and self.failed_recordings.get(s, 0) > MAX_RETAKES_PER_SITE)
 
 
 class LiveSite:
@@ -241,6 +251,8 @@ class ScreeningBox:
             quality = assess(audio, record.site, self.config, features=features)
             lost = sum(count for _, count in record.gaps)
             visit.sites[record.site] = SiteRecording(record.site, record.id, audio.duration_s, lost, quality, features)
+            if not quality.ok:
+                visit.failed_recordings[record.site] = visit.failed_recordings.get(record.site, 0) + 1
         self._log("session_resumed", {"patient": patient.code, "sites_kept": sorted(visit.sites)}, visit)
         return visit
 
@@ -297,6 +309,8 @@ class ScreeningBox:
             # scored now, while the operator moves to the next site: the decision then waits for one site only
             recording.prediction = score_site(self.model, recording.features, visit.demographics, self.config)
         visit.sites[site] = recording
+        if not recording.quality.ok:
+            visit.failed_recordings[site] = visit.failed_recordings.get(site, 0) + 1
         visit.result = None
         self._emit({"type": "site_done", **recording.to_dict()})
         return recording
@@ -441,21 +455,26 @@ class ScreeningBox:
     def finish(self, visit: Visit, *, keep_open_on_retake: bool = False) -> TriageResult:
         """Triage the visit on what was recorded, store the result and close the visit. With
         `keep_open_on_retake`, a RETAKE leaves the visit open: the operator records the named sites
-        again and finishes again (each result is stored; the last one stands)."""
+        again and finishes again (each result is stored; the last one stands). A site that failed
+        the quality gate on its first recording and MAX_RETAKES_PER_SITE retakes ends the loop: the
+        result is RETAKE with the reason "cannot assess: refer for clinical auscultation" and
+        `cannot_assess` naming the sites, and the visit is closed even with `keep_open_on_retake`."""
         if not visit.sites:
             raise ScreeningError("no site was recorded: nothing to screen")
         features = {s: r.features for s, r in visit.sites.items()}
         quality = {s: r.quality for s, r in visit.sites.items()}
         missing = tuple(s for s in GUIDED_SITES if s not in visit.sites)
+        exhausted = visit.cannot_assess()
         if self.model is None:
-            result = decide(None, quality, None, missing_sites=missing,
+            result = decide(None, quality, None, missing_sites=missing, cannot_assess=exhausted,
                             stored=self.store is not None and visit.session_id is not None)
         else:
             manifest = self.model.manifest
             scored = {s: r.prediction for s, r in visit.sites.items() if r.prediction is not None}
             score = score_patient(self.model, features, visit.demographics, self.config, scored)
             notes = model_limits(manifest, visit.demographics, list(features), self.model.trust) + list(score.notes)
-            result = decide(score, quality, manifest, self.operating_point, missing_sites=missing, notes=notes,
+            result = decide(score, quality, manifest, self.operating_point, missing_sites=missing,
+                            cannot_assess=exhausted, notes=notes,
                             model_info=model_summary(manifest, self.model.provider, self.model.trust))
         visit.decided_at = time.monotonic()
         if self.store is not None and visit.session_id is not None:
@@ -467,7 +486,8 @@ class ScreeningBox:
                                        threshold=result.threshold, murmur=result.murmur)
             if self.session is not None:
                 self._log("link_counters", self.session.decoder.stats.as_dict(), visit)
-            if session.status == "open" and not (keep_open_on_retake and result.decision == "RETAKE"):
+            retake_to_do = result.decision == "RETAKE" and not result.cannot_assess
+            if session.status == "open" and not (keep_open_on_retake and retake_to_do):
                 self.store.close_session(session)
         visit.result = result
         visit.stored_at = time.monotonic()

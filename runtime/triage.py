@@ -11,6 +11,12 @@ Two rules are decided here and nowhere else:
   says so (`unused`).
 - RETAKE. When the quality gate fails any site, the decision is RETAKE with the gate's reasons; the
   probability on what there is is still given, never hidden.
+- Cannot assess. A site that failed the gate on its first recording and on every retake allowed
+  (the caller counts them: runtime.screening.MAX_RETAKES_PER_SITE) is not asked for again: the
+  reason is CANNOT_ASSESS ("cannot assess: refer for clinical auscultation") with the sites and the
+  gate's last sentences, and `cannot_assess` names the sites. The decision stays RETAKE, because
+  DESIGN.md contract 6 enumerates REFER, NO_REFER and RETAKE (the store checks them and pcg-eval
+  reads them); `cannot_assess` is how a program tells it from a retake to do.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from runtime.records import Demographics
 from runtime.sites import SITES
 
 DECISIONS = ("REFER", "NO_REFER", "RETAKE")
+CANNOT_ASSESS = "cannot assess: refer for clinical auscultation"
 UNKNOWN_SITE = "Phc"
 
 
@@ -55,11 +62,12 @@ class TriageResult:
     unused: tuple[str, ...] = ()  # what the model could not use, in sentences
     quality: dict[str, dict] = field(default_factory=dict)  # site -> SiteQuality.to_dict()
     murmur: dict[str, float] | None = None
+    cannot_assess: tuple[str, ...] = ()  # sites that failed the quality gate on every try: refer, do not retake
     disclaimer: str = DISCLAIMER
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["unused"] = list(self.unused)
+        data["unused"], data["cannot_assess"] = list(self.unused), list(self.cannot_assess)
         return data
 
 
@@ -217,11 +225,13 @@ def operating_point(manifest: ModelManifest, name: str | None = None) -> tuple[s
 
 
 def decide(score: Score | None, quality: Mapping[str, object], manifest: ModelManifest | None,
-           point: str | None = None, *, missing_sites: tuple[str, ...] = (), notes: list[str] | None = None,
-           model_info: dict | None = None, stored: bool = True) -> TriageResult:
+           point: str | None = None, *, missing_sites: tuple[str, ...] = (), cannot_assess: tuple[str, ...] = (),
+           notes: list[str] | None = None, model_info: dict | None = None, stored: bool = True) -> TriageResult:
     """The triage for one patient. `quality` maps site -> runtime.quality.SiteQuality;
-    `missing_sites` are guided sites that were not recorded at all (a RETAKE); `stored` says
-    whether the recordings were kept (no store, or no consent: not)."""
+    `missing_sites` are guided sites that were not recorded at all (a RETAKE); `cannot_assess` are
+    sites whose latest recording failed the gate after every retake allowed (the result is
+    CANNOT_ASSESS, not another retake); `stored` says whether the recordings were kept (no store,
+    or no consent: not)."""
     quality_dicts = {s: q.to_dict() for s, q in quality.items()}
     failed = {s: q for s, q in quality.items() if not q.ok}
     retake_reasons = [f"retake {s}: {'; '.join(q.messages) or ', '.join(q.reasons)}" for s, q in failed.items()]
@@ -233,6 +243,10 @@ def decide(score: Score | None, quality: Mapping[str, object], manifest: ModelMa
     if manifest is not None and score is not None:
         name, threshold = operating_point(manifest, point)
         common.update(operating_point=name, threshold=threshold)
+    if cannot_assess:
+        last = "; ".join(f"{s}: {'; '.join(quality[s].messages) or ', '.join(quality[s].reasons)}" for s in cannot_assess)
+        reason = f"{CANNOT_ASSESS} ({', '.join(cannot_assess)} failed the quality check on every retake; last: {last})"
+        return TriageResult("RETAKE", reason=reason, cannot_assess=tuple(cannot_assess), **common)
     if retake_reasons:
         return TriageResult("RETAKE", reason="; ".join(retake_reasons), **common)
     if manifest is None or score is None:

@@ -1,7 +1,9 @@
-"""The per-site quality gate: each check fails what it should, a good heart passes, streaming equals offline."""
+"""The per-site quality gate: each check fails what it should, a good heart passes, streaming equals offline,
+children's real recordings pass and the field's ways of spoiling them are caught."""
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 from dataclasses import replace
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 from firmware_bridge.heart import random_profile, synthesize, to_pcm16
 from runtime.dsp import FrontEndConfig, FrontEndStream, compute_features
-from runtime.formats import load_dataset
+from runtime.formats import FormatError, load_dataset, read_segmentation
 from runtime.quality import REASONS, QualityMonitor, QualityThresholds, assess
 from runtime.records import Audio
 
@@ -89,10 +91,18 @@ def test_a_one_second_recording_is_too_short():
     assert quality.seconds == pytest.approx(1.0)
 
 
-def test_400_beats_per_minute_is_an_implausible_heart_rate():
+def test_sounds_400_a_minute_are_s1_and_s2_of_a_200_bpm_heartbeat():
+    # Above 240 a minute the sounds are taken for S1 and S2 of one beat: in a fast infant heart
+    # they are nearly evenly spaced, and the old gate read such hearts at double rate and retook them.
     quality = assess(bursts(12.0, 400.0), "AV", CONFIG)
+    assert quality.ok, quality.messages
+    assert quality.heart_rate_bpm == pytest.approx(200.0, rel=0.05)
+
+
+def test_500_sounds_a_minute_are_an_implausible_heart_rate_even_as_s1_and_s2():
+    quality = assess(bursts(12.0, 500.0), "AV", CONFIG)
     assert quality.reasons == ("heart_rate",)
-    assert quality.heart_rate_bpm == pytest.approx(400.0, rel=0.05)
+    assert quality.heart_rate_bpm == pytest.approx(250.0, rel=0.05)
     assert "outside 30-240" in quality.messages[0]
 
 
@@ -197,14 +207,110 @@ def test_push_rejects_frames_that_are_not_from_the_front_end():
 def test_to_dict_is_plain_json_with_every_field():
     data = json.loads(json.dumps(assess(heart(), "MV", CONFIG).to_dict()))
     assert data["ok"] is True and data["reasons"] == [] and data["site"] == "MV"
-    assert set(data) >= {"seconds", "rms_dbfs", "peak_fraction", "clipped_fraction", "heart_rate_bpm", "messages"}
-    assert set(REASONS) == {"too_short", "clipping", "flat", "disconnected", "heart_rate"}
+    assert set(data) >= {"seconds", "rms_dbfs", "peak_fraction", "clipped_fraction", "heart_rate_bpm", "messages",
+                         "beat_contrast_db", "voice_fraction", "rubbing_db"}
+    assert set(REASONS) == {"too_short", "clipping", "flat", "disconnected", "talking", "rubbing", "heart_rate", "noise"}
+
+
+# --- what the field does to a recording -----------------------------------------------------------
+
+
+def in_band_power(x: np.ndarray, rate_hz: int) -> float:
+    """Power of x (DC removed) in the front-end's band, 25-400 Hz."""
+    spectrum = np.fft.rfft(x - x.mean())
+    freqs = np.fft.rfftfreq(len(x), 1.0 / rate_hz)
+    inside = (freqs >= CONFIG.band_hz[0]) & (freqs <= CONFIG.band_hz[1])
+    return float(2.0 * np.sum(np.abs(spectrum[inside]) ** 2) / len(x) ** 2)
+
+
+def mixed(audio: Audio, other: np.ndarray, level_db: float) -> Audio:
+    """audio plus `other` scaled to level_db relative to it (in band); scaled down where it would clip."""
+    x = audio.samples.astype(np.float64)
+    mix = x + other * math.sqrt(in_band_power(x, audio.rate_hz) / in_band_power(other, audio.rate_hz) * 10 ** (level_db / 10))
+    peak = np.max(np.abs(mix))
+    return Audio(np.round(mix * min(1.0, 0.9 * 32767 / peak)).astype(np.int16), audio.rate_hz)
+
+
+def voice(n: int, rate_hz: int, rng: np.random.Generator) -> np.ndarray:
+    """Voiced speech as a stethoscope hears it: five harmonics of a pitch gliding between 100 and
+    220 Hz, in syllables of 0.15-0.3 s with short pauses."""
+    t = np.arange(n) / rate_hz
+    pitch_hz = 160.0 + 60.0 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 2 * np.pi))
+    phase = 2 * np.pi * np.cumsum(pitch_hz) / rate_hz
+    gate = np.zeros(n)
+    start = 0
+    while start < n:
+        m = int(rng.uniform(0.15, 0.3) * rate_hz)
+        gate[start : start + m] = np.hanning(m)[: n - start]
+        start += m + int(rng.uniform(0.03, 0.15) * rate_hz)
+    return gate * sum(np.sin(k * phase) / k for k in range(1, 6))
+
+
+def friction(n: int, rate_hz: int, rng: np.random.Generator) -> np.ndarray:
+    """The chest piece rubbing on skin or clothes all along: Hann-shaped bursts of white noise,
+    0.1-0.4 s, 0.3-1.2 s apart."""
+    x = np.zeros(n)
+    t = rng.uniform(0.0, 1.0)
+    while t * rate_hz < n:
+        m, start = int(rng.uniform(0.1, 0.4) * rate_hz), int(t * rate_hz)
+        x[start : start + m] += (rng.standard_normal(m) * np.hanning(m) * rng.uniform(2.0, 6.0))[: n - start]
+        t += m / rate_hz + rng.uniform(0.3, 1.2)
+    return x
+
+
+def dead_sensor(n: int, rate_hz: int, rng: np.random.Generator) -> np.ndarray:
+    """A disconnected sensor: its own noise (a few LSB) and 50 Hz mains hum, no heart."""
+    t = np.arange(n) / rate_hz
+    return 4.0 * rng.standard_normal(n) + 300.0 * (np.sin(2 * np.pi * 50 * t) + 0.3 * np.sin(2 * np.pi * 150 * t))
+
+
+YOUNG_HEARTS = [(age_group, bpm, seed) for age_group, bpm in (("Neonate", 150.0), ("Infant", 130.0), ("Child", 95.0))
+                for seed in range(4)]
+
+
+def test_a_voice_over_a_young_heart_is_talking():
+    verdicts = []
+    for age_group, bpm, seed in YOUNG_HEARTS:
+        audio = heart(12.0, age_group, bpm, seed)
+        verdicts.append(assess(mixed(audio, voice(len(audio.samples), RATE_HZ, np.random.default_rng(seed)), 0.0), "MV", CONFIG))
+    assert [q.reasons for q in verdicts] == [("talking",)] * len(YOUNG_HEARTS)
+    assert all("quiet" in q.messages[0] and q.voice_fraction > QualityThresholds().max_voice_fraction for q in verdicts)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mains_hum_that_comes_and_goes_is_not_taken_for_a_voice(seed):
+    audio, rng = heart(12.0, "Child", 95.0, seed), np.random.default_rng(seed)
+    n = len(audio.samples)
+    t = np.arange(n) / RATE_HZ
+    hum = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((150.0, 250.0, 350.0), start=1))
+    on = np.repeat(rng.random(n // RATE_HZ + 1) < 0.4, RATE_HZ)[:n]  # switched on and off second by second
+    quality = assess(mixed(audio, hum * on, 0.0), "MV", CONFIG)
+    assert "talking" not in quality.reasons
+    assert quality.voice_fraction < QualityThresholds().max_voice_fraction / 2
+
+
+def test_friction_bursts_over_a_young_heart_are_rubbing():
+    verdicts = []
+    for age_group, bpm, seed in YOUNG_HEARTS:
+        audio = heart(12.0, age_group, bpm, seed)
+        verdicts.append(assess(mixed(audio, friction(len(audio.samples), RATE_HZ, np.random.default_rng(seed)), 8.0), "MV", CONFIG))
+    assert [q.reasons for q in verdicts] == [("rubbing",)] * len(YOUNG_HEARTS)
+    assert all("hold the chest piece still" in q.messages[0] for q in verdicts)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_heart_under_white_noise_as_loud_as_itself_is_noise(seed):
+    audio = heart(12.0, "Child", 95.0, seed)
+    noisy = mixed(audio, np.random.default_rng(seed).standard_normal(len(audio.samples)), 0.0)
+    quality = assess(noisy, "MV", CONFIG)
+    assert quality.reasons == ("noise",)
+    assert quality.beat_contrast_db < QualityThresholds().min_beat_contrast_db < assess(audio, "MV", CONFIG).beat_contrast_db
 
 
 # Every fifth shared recording (236 of 1,178, all four databases): a few seconds of reading.
-# The gate retakes 2.0% of all 1,178 (benchmarks/quality.py); PhysioNet 2016 recordings were made
-# in the field and kept as labelled data by the challenge, so a gate retaking more than 1 in 20 of
-# them would send operators back for recordings a cardiologist could label.
+# The gate retakes 2.5% of all 1,178 (benchmarks/quality_children.py); PhysioNet 2016 recordings were
+# made in the field and kept as labelled data by the challenge, so a gate retaking more than 1 in 20
+# of them would send operators back for recordings a cardiologist could label.
 MAX_RETAKE_RATE = 0.05
 
 
@@ -217,3 +323,91 @@ def test_the_gate_retakes_few_real_recordings(physionet2016_root):
     for label in ("Normal", "Abnormal"):
         labelled = [q for p, q in verdicts if p.outcome == label]
         assert sum(not q.ok for q in labelled) / len(labelled) < MAX_RETAKE_RATE, label
+
+
+# --- the children: the shared CirCor recordings ------------------------------------------------------
+# Every one of them was segmented by a cardiac physiologist, so a gate that retakes more than 1 patient
+# in 20 sends operators back for recordings a specialist could read. The 45 murmur-Unknown patients
+# (the annotator could not tell, often for noise) are left out. One pass over all 2,102 recordings
+# (about half a minute) serves the tests below.
+
+
+@lru_cache(maxsize=None)
+def circor_verdicts(root: str) -> tuple:
+    """(patient, recording, samples, SiteQuality, annotated bpm or None) for every shared CirCor recording."""
+    verdicts = []
+    for patient in load_dataset(root).patients:
+        for recording in patient.recordings:
+            audio = recording.read()
+            verdicts.append((patient, recording, len(audio.samples), assess(audio, recording.site, CONFIG),
+                             annotated_bpm(recording.segmentation_path)))
+    return tuple(verdicts)
+
+
+def annotated_bpm(path) -> float | None:
+    """60 / the median interval between consecutive annotated S1 onsets (gaps over 2 s left out)."""
+    try:
+        onsets = np.array([s.start_s for s in read_segmentation(path) if s.state == 1])
+    except (FormatError, OSError, TypeError):
+        return None
+    intervals = np.diff(onsets)
+    intervals = intervals[(intervals > 0) & (intervals < 2.0)]
+    return 60.0 / float(np.median(intervals)) if len(intervals) else None
+
+
+@pytest.mark.slow
+def test_the_gate_retakes_few_children(circor_root):
+    # pcg-runtime triage's rule: per site the longest recording; a patient is retaken when any fails
+    used: dict[str, dict] = collections.defaultdict(dict)
+    for verdict in circor_verdicts(str(circor_root)):
+        patient, recording, n = verdict[:3]
+        if patient.murmur != "Unknown" and n > used[patient.patient_id].get(recording.site, (0, 0, -1))[2]:
+            used[patient.patient_id][recording.site] = verdict
+    retaken = {pid: [(v[1].site, v[3].reasons) for v in sites.values() if not v[3].ok] for pid, sites in used.items()}
+    print(f"RETAKE {sum(map(bool, retaken.values()))} of {len(used)} children: {[(k, v) for k, v in retaken.items() if v]}")
+    assert len(used) == 583
+    assert sum(map(bool, retaken.values())) / len(used) <= MAX_RETAKE_RATE
+    age = {pid: next(iter(sites.values()))[0].demographics.age_group for pid, sites in used.items()}
+    for group in ("Infant", "Child", "Adolescent"):  # the groups with 50 patients or more
+        members = [pid for pid in used if age[pid] == group]
+        assert sum(bool(retaken[pid]) for pid in members) / len(members) <= MAX_RETAKE_RATE, group
+    for site in ("AV", "PV", "TV", "MV"):
+        recordings = [v for sites in used.values() for s, v in sites.items() if s == site]
+        assert sum(not v[3].ok for v in recordings) / len(recordings) <= MAX_RETAKE_RATE, site
+
+
+@pytest.mark.slow
+def test_the_heart_rate_of_children_matches_their_annotated_beats(circor_root):
+    pairs = [(v[3].heart_rate_bpm, v[4]) for v in circor_verdicts(str(circor_root)) if v[4] is not None]
+    within = [m is not None and abs(m - a) <= 0.1 * a for m, a in pairs]
+    fast = [w for w, (_, a) in zip(within, pairs) if a >= 120.0]  # infants and excited children
+    print(f"heart rate within 10% of the annotated beats: {np.mean(within):.3f} of {len(pairs)}, "
+          f"at 120 bpm and above {np.mean(fast):.3f} of {len(fast)}")
+    assert len(pairs) == 2101 and len(fast) > 400
+    assert np.mean(within) >= 0.85  # the old gate: 0.70, reading many children at double rate
+    assert np.mean(fast) >= 0.70  # the old gate: 0.55
+
+
+@pytest.mark.slow
+def test_real_childrens_recordings_spoiled_in_the_field_are_caught(circor_root):
+    clean = [v for v in circor_verdicts(str(circor_root)) if v[0].murmur != "Unknown" and v[3].ok][::60]
+    spoils = {
+        "flat": lambda a, rng: Audio(np.full(len(a.samples), 1200, np.int16), a.rate_hz),
+        "clipped": lambda a, rng: Audio(np.clip(a.samples.astype(np.int32) * 30, -32768, 32767).astype(np.int16), a.rate_hz),
+        "disconnected": lambda a, rng: Audio(np.round(dead_sensor(len(a.samples), a.rate_hz, rng)).astype(np.int16), a.rate_hz),
+        "talking": lambda a, rng: mixed(a, voice(len(a.samples), a.rate_hz, rng), 0.0),
+        "rubbing": lambda a, rng: mixed(a, friction(len(a.samples), a.rate_hz, rng), 8.0),
+        "noise": lambda a, rng: mixed(a, rng.standard_normal(len(a.samples)), 0.0),
+    }
+    caught = collections.defaultdict(list)
+    for index, (_, recording, _, _, _) in enumerate(clean):
+        audio = recording.read()
+        for kind, spoil in spoils.items():
+            caught[kind].append(not assess(spoil(audio, np.random.default_rng(index)), recording.site, CONFIG).ok)
+    rates = {kind: float(np.mean(c)) for kind, c in caught.items()}
+    print(f"caught, of {len(clean)} real recordings the gate passes: {rates}")
+    assert len(clean) >= 30
+    for kind in ("flat", "clipped", "disconnected", "talking", "noise"):
+        assert rates[kind] >= 0.9, kind
+    assert rates["rubbing"] >= 0.6  # the weakest check: see benchmarks/results/quality_children.json
+    assert np.mean(list(rates.values())) >= 0.9

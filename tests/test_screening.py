@@ -197,6 +197,42 @@ def test_a_stethoscope_that_restarts_mid_site_has_the_site_recorded_again(tmp_pa
     assert "device_restarted" in kinds and any(e.get("state") == "restarted" for e in events)
 
 
+def test_a_site_that_fails_its_first_recording_and_two_retakes_cannot_be_assessed(tmp_path):
+    from dataclasses import replace
+
+    from firmware_bridge.heart import synthesize, to_pcm16
+    from runtime.screening import MAX_RETAKES_PER_SITE
+    from runtime.triage import CANNOT_ASSESS
+
+    # the virtual stethoscope with its sensor disconnected: mains hum and contact bumps, no heart
+    rng = np.random.default_rng(5)
+    dead, _ = synthesize(replace(random_profile(rng, "Child"), unusable="flat"), "AV", 40.0, RATE, rng)
+    write_wav(tmp_path / "dead_AV.wav", Audio(to_pcm16(dead), RATE))
+    with Emulator(link=tmp_path / "steth", wav=[tmp_path / "dead_AV.wav"], speed=8) as emulator, \
+            Store.open(tmp_path / "db") as store:
+        with ScreeningBox(emulator.path, store=store, seconds_per_site=6.0) as box:
+            box.connect()
+            visit = box.begin_patient(Demographics(age_group="Child"), consent=True)
+            results = []
+            for _ in range(MAX_RETAKES_PER_SITE + 1):  # the first recording, then each retake
+                recording = box.record_site(visit, "AV")
+                assert not recording.quality.ok
+                results.append(box.finish(visit, keep_open_on_retake=True))
+            status_after = store.session(visit.session_id).status
+        stored = store.query("SELECT decision, reason FROM results ORDER BY seq")
+    assert MAX_RETAKES_PER_SITE == 2
+    *retakes, last = results
+    for result in retakes:  # the first recording and the first retake failed: retake, the visit stays open
+        assert result.decision == "RETAKE" and result.cannot_assess == ()
+        assert result.reason.startswith("retake AV: ") and CANNOT_ASSESS not in result.reason
+    assert last.decision == "RETAKE" and last.cannot_assess == ("AV",)
+    assert last.reason.startswith("cannot assess: refer for clinical auscultation (AV failed")
+    assert last.to_dict()["cannot_assess"] == ["AV"]
+    assert status_after == "closed"  # no more looping: the visit is over even with keep_open_on_retake
+    assert visit.failed_recordings == {"AV": 3}
+    assert [tuple(row) for row in stored][-1] == ("RETAKE", last.reason) and len(stored) == 3
+
+
 def test_low_disk_space_refuses_a_new_patient_with_a_clear_message_and_stores_nothing(tmp_path):
     from runtime.store import LowDiskSpaceError
 

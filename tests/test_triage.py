@@ -60,6 +60,18 @@ def test_retake_names_the_sites_and_still_carries_the_probability(model, patient
     assert no_model.decision is None and no_model.probability is None and "no model" in no_model.reason
 
 
+def test_a_site_beyond_its_retakes_is_cannot_assess_not_another_retake(model, patient):
+    _, quality = patient
+    bad = dataclasses.replace(quality["PV"], ok=False, reasons=("rubbing",), messages=("rubbing or movement noise",))
+    result = decide(score(0.2), {**quality, "PV": bad}, model.manifest, missing_sites=("TV",), cannot_assess=("PV",))
+    assert result.decision == "RETAKE" and result.cannot_assess == ("PV",) and result.probability == 0.2
+    assert result.reason == ("cannot assess: refer for clinical auscultation (PV failed the quality check on every "
+                             "retake; last: PV: rubbing or movement noise)")
+    assert "retake PV" not in result.reason
+    ordinary = decide(score(0.2), {**quality, "PV": bad}, model.manifest)
+    assert ordinary.cannot_assess == () and ordinary.reason.startswith("retake PV: ")
+
+
 def test_what_the_model_could_not_use_is_said(model):
     assert any("without demographics" in n for n in model_limits(model.manifest, Demographics(), ["AV"]))
     with_metadata = dataclasses.replace(model.manifest, metadata_features=METADATA_FEATURES)

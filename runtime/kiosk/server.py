@@ -660,7 +660,7 @@ class KioskServer:
         with self.state.lock:
             visit, result = self.state.visit, self.state.result
             done = sorted(self.state.sites)
-        if visit is None or (result is not None and result.get("decision") != "RETAKE"):
+        if visit is None or (result is not None and (result.get("decision") != "RETAKE" or result.get("cannot_assess"))):
             return None
         if close_unfinished:
             return visit
@@ -706,7 +706,7 @@ class KioskServer:
         with state.lock:
             if state.visit is None:
                 raise FieldErrors({"visit": field_error("no_visit", "start a new patient first")}, status=409)
-            if state.result is not None and state.result.get("decision") != "RETAKE":
+            if state.result is not None and (state.result.get("decision") != "RETAKE" or state.result.get("cannot_assess")):
                 raise FieldErrors({"visit": field_error("finished", "this visit has its result; start a new patient")},
                                   status=409)
         state.claim("recording")

@@ -299,7 +299,9 @@ function adoptVisit(visit) {
 }
 
 /** The visit has its result and no site may be recorded again; a RETAKE result leaves it open. */
-function finished(s) { return !!s.result && s.result.decision !== "RETAKE"; }
+function finished(s) {
+  return !!s.result && (s.result.decision !== "RETAKE" || (s.result.cannot_assess || []).length > 0);
+}
 
 function nextSite() {
   const sites = app.state.guided_sites;
