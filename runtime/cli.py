@@ -487,7 +487,9 @@ def live_parser() -> argparse.ArgumentParser:
                    help="continue this patient's unfinished visit (after a crash or power cut); without it, a terminal asks "
                         "whether the child is the open visit's patient and a run that asks nothing is refused")
     p.add_argument("--seconds", type=float, default=10.0, help="audio to record per site (default 10)")
-    p.add_argument("--retakes", type=int, default=1, help="retakes allowed per site whose quality fails (default 1)")
+    p.add_argument("--retakes", type=int, default=2,
+                   help="retakes allowed per site whose quality fails (default 2: after the first recording and two "
+                        "failed retakes the result is 'cannot assess: refer for clinical auscultation')")
     g = p.add_argument_group("patient (each may be left out: unknown)")
     g.add_argument("--age-group", help="/".join(AGE_GROUPS))
     g.add_argument("--sex", help="Female/Male (F/M)")
