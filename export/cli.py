@@ -160,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         except SignatureError as err:
             print(f"pcg-export: --sign-key: {err}", file=sys.stderr)
             return 2
-    else:
-        print("pcg-export: note: no --sign-key: the models are unsigned, and boxes refuse them unless told explicitly "
-              "(--allow-unsigned-model)", file=sys.stderr)
+
     if args.tensorrt:
         try:
             require_tensorrt()  # before minutes of export and calibration
@@ -209,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.out} not written", file=sys.stderr)
         return 1
     args.out.write_bytes(float_bytes)
+    if args.sign_key is None:
+        print("pcg-export: note: no --sign-key: the models are unsigned, and boxes refuse them unless told explicitly "
+              "(--allow-unsigned-model)", file=sys.stderr)
     written = {"float": {"path": args.out.name, "use": "ONNX Runtime (CPU or GPU); the reference", "parity": parity["passed"]}}
     if args.reference_ids:
         ids = [i.strip() for i in args.reference_ids.split(",") if i.strip()]

@@ -99,8 +99,9 @@ def _read_run(run_dir: Path) -> dict | None:
         raise SourceError(f"{path}: cannot read the run's metrics: {exc}") from None
 
 
-def load_source(path: Path) -> ExportSource:
-    """A pcg-train run folder (all */model.pt) or a single fold's model.pt."""
+def load_source(path: Path, given: MetadataStats | None = None) -> ExportSource:
+    """A pcg-train run folder (all */model.pt) or a single fold's model.pt; `given`: the metadata
+    statistics the graph's input is encoded with (default: the first fold's; see ensemble_from)."""
     path = Path(path)
     if path.is_file():
         fold_paths, run_dir = [path], path.parent.parent
@@ -123,7 +124,7 @@ def load_source(path: Path) -> ExportSource:
     configs = {json.dumps(c["model_config"], sort_keys=True) for c in checkpoints}
     if len(configs) > 1:
         raise SourceError(f"{path}: the folds have different model configs; export one fold's model.pt instead")
-    graph = ensemble_from(loaded)
+    graph = ensemble_from(loaded, given)
     return ExportSource(path, graph, checkpoints, [p.parent for p in fold_paths], run_dir, run)
 
 
@@ -139,7 +140,7 @@ def with_murmur_head(source: ExportSource, murmur_path: Path) -> ExportSource:
 
     if source.task != "outcome":
         raise SourceError(f"{source.path} is a {source.task} run; --murmur-run adds a murmur head to an outcome run")
-    murmur = load_source(murmur_path)
+    murmur = load_source(murmur_path, given=source.metadata_stats)  # its folds fed the outcome's encoding
     if murmur.task != "murmur":
         raise SourceError(f"--murmur-run {murmur_path} is a {murmur.task} run; train it with pcg-train --task murmur")
     mine, theirs = source.model_config, murmur.model_config
@@ -151,9 +152,7 @@ def with_murmur_head(source: ExportSource, murmur_path: Path) -> ExportSource:
                           f"{source.n_crops}: train both with the same --eval-crops")
     if murmur.frontend.to_dict() != source.frontend.to_dict():
         raise SourceError(f"--murmur-run {murmur_path} used another front-end than {source.path}")
-    loaded = [load_checkpoint(d / "model.pt") for d in murmur.fold_dirs]
-    head = ensemble_from(loaded, given=source.metadata_stats)
-    return dataclasses.replace(source, graph=WithMurmurHead(source.graph, head), murmur=murmur)
+    return dataclasses.replace(source, graph=WithMurmurHead(source.graph, murmur.graph), murmur=murmur)
 
 
 def _check_one_run(path: Path, folds: list[str], run: dict | None) -> None:
