@@ -170,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = load_source(args.source)
         if args.murmur_run is not None:
-            if args.int8 or args.tensorrt or args.adapt_bn or args.lodo_run:
-                raise SourceError("--murmur-run exports the float model only, for now: leave out --int8, --tensorrt, "
-                                  "--adapt-bn and --lodo-run")
+            if args.adapt_bn or args.lodo_run:
+                raise SourceError("--murmur-run takes neither --adapt-bn nor --lodo-run: the murmur run has no adaptation "
+                                  "and no leave-one-database-out counterpart")
             source = with_murmur_head(source, args.murmur_run)
         calibrated_for = source.train_config.get("adapt_bn", "none")
         if calibrated_for != "none" and args.adapt_bn is None:
@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             written[f"int8_{variant.name}"] = {"path": path.name, "use": report["use"], "parity": report["passed"]}
             if not report["passed"]:
                 failed.append(f"int8 {variant.name} parity: AUROC difference {report['auroc_difference']:+.4f}, "
-                              f"triage agreement {min(p['triage_agreement'] for p in report['operating_points'].values()):.4f}")
+                              f"triage agreement {min(p['triage_agreement'] for p in report['operating_points'].values()):.4f}"
+                              + (f", murmur class agreement {report['murmur_head']['class_agreement']:.4f}" if "murmur_head" in report else ""))
             if variant is TENSORRT and report["passed"]:
                 problems = check_tensorrt_compatible(onnx.load_from_string(int8))
                 failed += [f"TensorRT compatibility: {p}" for p in problems]

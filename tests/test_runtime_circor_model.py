@@ -143,9 +143,36 @@ def test_a_murmur_run_that_cannot_join_is_refused(outcome_with_murmur_head, tmp_
     assert pcg_export([str(root / "outcome"), "--murmur-run", str(root / "outcome"), "--out", str(tmp_path / "x.onnx"),
                        "--cache", str(root / "cache")]) == 2
     assert "train it with pcg-train --task murmur" in capsys.readouterr().err
-    assert pcg_export([str(root / "outcome"), "--murmur-run", str(root / "murmur"), "--int8", "--out",
-                       str(tmp_path / "y.onnx"), "--cache", str(root / "cache")]) == 2
-    assert "float model only" in capsys.readouterr().err and not (tmp_path / "y.onnx").exists()
+    assert pcg_export([str(root / "outcome"), "--murmur-run", str(root / "murmur"), "--lodo-run", str(root / "outcome"),
+                       "--out", str(tmp_path / "y.onnx"), "--cache", str(root / "cache")]) == 2
+    assert "neither --adapt-bn nor --lodo-run" in capsys.readouterr().err and not (tmp_path / "y.onnx").exists()
+
+
+def test_int8_of_the_two_headed_model_checks_the_murmur_head_too(outcome_with_murmur_head):
+    """pcg-export --int8 of an outcome run with --murmur-run: the parity report compares the murmur
+    finding as well as the referral decision (16 patients here; the CLI asks for 100 to calibrate)."""
+    from export.data import load_real_data
+    from export.manifest import build_manifest
+    from export.onnx_model import export_graph, with_manifest
+    from export.parity import cpu_session, int8_report
+    from export.quantize import CPU, quantize
+    from export.source import load_source, with_murmur_head
+    from trainer.inference import ensemble_thresholds
+
+    root, data, _ = outcome_with_murmur_head
+    source = with_murmur_head(load_source(root / "outcome"), root / "murmur")
+    float_graph = export_graph(source, 17)
+    float_bytes = with_manifest(float_graph, build_manifest(source, ("test",)))
+    real = load_real_data(source, data, root / "cache", min_calibration=0)
+    int8, description = quantize(float_graph, source, real.calibration, CPU, real.note)
+    assert "murmur_probabilities" in [o.name for o in cpu_session(int8).get_outputs()]
+    report = int8_report(float_bytes, with_manifest(int8, build_manifest(source, ("test",), variant=description)), real,
+                         ensemble_thresholds(source.checkpoints), repeats=2)
+    murmur = report["murmur_head"]
+    assert 0.0 <= murmur["class_agreement"] <= 1.0 and murmur["max_abs_probability_difference"] >= 0.0
+    assert report["targets"]["murmur_class_agreement"] == 0.99
+    assert report["passed"] == (abs(report["auroc_difference"]) <= 0.005 and murmur["class_agreement"] >= 0.99
+                                and min(p["triage_agreement"] for p in report["operating_points"].values()) >= 0.99)
 
 
 def test_a_programme_sets_its_operating_point_in_the_box_configuration(outcome_with_murmur_head, tmp_path):
