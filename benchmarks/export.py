@@ -33,6 +33,7 @@ from export.manifest import build_manifest  # noqa: E402
 from export.onnx_model import export_graph, with_manifest  # noqa: E402
 from export.quantize import CPU, CPU_LSTM, TENSORRT, quantize  # noqa: E402
 from export.source import load_source  # noqa: E402
+from runtime.inference import DISABLED_OPTIMIZERS  # noqa: E402
 
 
 def session(model_bytes: bytes, profile_dir: str | None = None) -> ort.InferenceSession:
@@ -42,7 +43,8 @@ def session(model_bytes: bytes, profile_dir: str | None = None) -> ort.Inference
     if profile_dir:
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(profile_dir, "profile")
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    # as the runtime runs it: QDQ propagation off, so MaxPool stays in float (runtime.inference.DISABLED_OPTIMIZERS)
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"], disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
 def latency(models: dict[str, bytes], inputs: dict, repeats: int) -> dict[str, dict]:

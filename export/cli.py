@@ -296,8 +296,8 @@ def _int8_model(source, float_graph: bytes, float_bytes: bytes, data, variant, t
         report["use"] = "TensorRT engine builds (explicit quantization); runs in ONNX Runtime too, for this report"
     elif ratio >= 1.0:
         report["use"] = (f"not recommended on this CPU: int8 takes {ratio:.2f}x the float latency at batch 1 "
-                         "(see benchmarks/export.py: ONNX Runtime's int8 MaxPool and the Q/DQ nodes cost more than the int8 convolutions "
-                         "save at 8-32 channels); use the float model")
+                         "(benchmarks/export.py gives the time per operator: at 8-32 channels the Q/DQ nodes can cost more than "
+                         "the int8 convolutions save); use the float model")
     else:
         report["use"] = f"ONNX Runtime on CPU: {1 / ratio:.2f}x faster than float at batch 1, one thread"
     path = sibling(out, f".int8-{variant.name}.onnx")

@@ -16,6 +16,7 @@ import numpy as np
 from export.data import PatientInputs, RealData
 from export.onnx_model import torch_outputs
 from export.source import ExportSource
+from runtime.inference import DISABLED_OPTIMIZERS
 from trainer import metrics
 
 FLOAT_TOLERANCE = 1e-4
@@ -29,7 +30,8 @@ def cpu_session(model_bytes: bytes, threads: int = 1):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    # as the runtime runs it (runtime.inference.DISABLED_OPTIMIZERS: no int8 MaxPool)
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"], disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
 def probabilities(session, data: PatientInputs, batch: int = 16, output: str = "outcome_probability") -> np.ndarray:

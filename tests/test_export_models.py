@@ -238,3 +238,29 @@ def test_cli_int8_writes_both_models_with_manifests_and_reports(tmp_path):
     if (tmp_path / "m.int8-tensorrt.onnx").exists():
         assert check_tensorrt_compatible(onnx.load(str(tmp_path / "m.int8-tensorrt.onnx"))) == []
     assert "alternative_not_kept" in json.loads((tmp_path / "m.int8-cpu.parity.json").read_text())
+
+
+def test_the_runtime_runs_an_int8_model_s_maxpool_in_float(quantized, tmp_path):
+    """ONNX Runtime's QDQ propagation would turn MaxPool into its slow int8 MaxPool; the runtime's
+    sessions switch it off (runtime.inference.DISABLED_OPTIMIZERS), so the optimized graph keeps
+    every MaxPool on float tensors while the convolutions run in int8."""
+    import onnxruntime as ort
+
+    from runtime.inference import DISABLED_OPTIMIZERS, session_options
+
+    _, _, _, models = quantized
+
+    def optimized(disabled):
+        options = session_options()
+        options.optimized_model_filepath = str(tmp_path / f"optimized-{len(disabled)}.onnx")
+        ort.InferenceSession(models[CPU], options, providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled))
+        return onnx.load(options.optimized_model_filepath)
+
+    def maxpool_inputs_made_by(model):  # an int8 MaxPool reads a QuantizeLinear's or QLinearConv's output
+        producer = {o: n.op_type for n in model.graph.node for o in n.output}
+        return {producer.get(n.input[0]) for n in model.graph.node if n.op_type == "MaxPool"}
+
+    kept = optimized(DISABLED_OPTIMIZERS)
+    assert maxpool_inputs_made_by(kept) and not maxpool_inputs_made_by(kept) & {"QuantizeLinear", "QLinearConv"}
+    assert any(n.op_type == "QLinearConv" for n in kept.graph.node)  # the convolutions are still int8
+    assert maxpool_inputs_made_by(optimized(())) & {"QuantizeLinear", "QLinearConv"}  # what it prevents
