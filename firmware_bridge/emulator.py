@@ -4,8 +4,8 @@ Two layers:
 
 - `VirtualStethoscope` is the device itself, without I/O: `receive(bytes)` takes host commands,
   `tick(device_time_s)` returns the wire bytes due by then (device info, audio at `rate_hz`, site
-  and button events, battery status), with seeded fault injection (`Faults`). Usable directly to
-  feed a decoder (the benchmark does).
+  and button events, battery status as `Battery` says), with seeded fault injection (`Faults`).
+  Usable directly to feed a decoder (the benchmark does).
 - `Emulator` runs a VirtualStethoscope in a thread, in real time or `speed` times faster, behind a
   raw-mode pseudo-terminal whose path is kept in a stable symlink (`link`), or behind a TCP port
   on 127.0.0.1. Simulated unplugs close the pty and make a new one (a new /dev/pts node), then
@@ -16,12 +16,14 @@ Two layers:
 
 Audio comes from WAV files (16-bit PCM, played in order and repeated; the site is taken from a
 CirCor-style name `<patient>_<SITE>.wav`) or from the heart model (`firmware_bridge.heart`), one
-generator per site from one seeded profile. All fault times are in device seconds.
+generator per site from one seeded (or given) profile. All fault times are in device seconds.
+`firmware_bridge.scenarios` sets these up for the practice patients of `pcg-runtime --scenario`.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import select
@@ -33,10 +35,14 @@ import tty
 import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from firmware_bridge import protocol as p
+
+if TYPE_CHECKING:
+    from firmware_bridge.heart import HeartProfile
 
 GUIDED_SITES = p.SITE_CODES[:4]
 FIRMWARE_VERSION = (1, 0, 0)
@@ -55,8 +61,26 @@ class Faults:
     stall_s: float = 0.3
     disconnect_every_s: float = 0.0  # 0 = never; else an unplug every this many device seconds
     reconnect_after_s: float = 0.5  # how long each unplug lasts; audio made meanwhile is lost
+    unplug_at_site: str | None = None  # one unplug, unplug_after_s after the host first sets this site
+    unplug_after_s: float = 2.0  # (mid-recording: the host sets the site as it starts recording there)
     declared_rate_hz: int | None = None  # DEVICE_INFO claims this rate (a wrong-rate device)
     protocol_version: int = p.PROTOCOL_VERSION  # e.g. 0x20: a device that speaks major version 2
+
+
+@dataclass(frozen=True)
+class Battery:
+    """The charge the device reports in STATUS: `start_pct` at power-on, less `drain_pct_per_s` per
+    device second and `drain_pct_per_site` each time the host sets a site (a recording starts),
+    never below `floor_pct`. The default drains about 1 % a minute."""
+
+    start_pct: float = 100.0
+    drain_pct_per_s: float = 1 / 60
+    drain_pct_per_site: float = 0.0
+    floor_pct: int = 5
+
+    def pct(self, device_s: float, sites_set: int) -> int:
+        return max(self.floor_pct, math.ceil(self.start_pct - self.drain_pct_per_s * device_s
+                                             - self.drain_pct_per_site * sites_set))
 
 
 @dataclass
@@ -134,12 +158,14 @@ class WavSource:
 
 
 class HeartSource:
-    """Synthetic PCG from the heart model: one seeded profile, one generator per site."""
+    """Synthetic PCG from the heart model: one profile (drawn from the seed unless given), one
+    generator per site."""
 
-    def __init__(self, rate_hz: int, seed: int, age_group: str = "Child", site: str = "AV") -> None:
+    def __init__(self, rate_hz: int, seed: int, age_group: str = "Child", site: str = "AV",
+                 profile: HeartProfile | None = None) -> None:
         from firmware_bridge.heart import HeartSoundGenerator, random_profile
 
-        self.profile = random_profile(np.random.default_rng(seed), age_group)
+        self.profile = profile if profile is not None else random_profile(np.random.default_rng(seed), age_group)
         self.generators = {
             s: HeartSoundGenerator(self.profile, s, rate_hz, seed * 10 + k) for k, s in enumerate(p.SITE_CODES)
         }
@@ -170,6 +196,7 @@ class VirtualStethoscope:
         faults: Faults = Faults(),
         status_every_s: float = 1.0,
         site_every_s: float = 0.0,
+        battery: Battery = Battery(),
     ) -> None:
         if not 1 <= chunk_samples <= p.MAX_SAMPLES_PER_CHUNK:
             raise ValueError(f"chunk_samples must be 1..{p.MAX_SAMPLES_PER_CHUNK}, got {chunk_samples}")
@@ -179,6 +206,8 @@ class VirtualStethoscope:
         self.faults = faults
         self.status_every_s = status_every_s
         self.site_every_s = site_every_s
+        self.battery = battery
+        self.sites_set = 0  # SET_SITE commands received
         self.counts = FaultCounts()
         self._rng = np.random.default_rng(seed)
         self._encoder = p.Encoder(version=faults.protocol_version)
@@ -194,6 +223,8 @@ class VirtualStethoscope:
         self._stall_until = 0.0
         every = faults.disconnect_every_s
         self._next_unplug = every if every > 0 else float("inf")
+        self._site_unplug_at = float("inf")  # set by the SET_SITE that Faults.unplug_at_site names
+        self._site_unplugged = False
         self._offline_until = 0.0
         self._send(self._device_info())  # a device announces itself at boot
 
@@ -219,6 +250,10 @@ class VirtualStethoscope:
             elif isinstance(event, p.Stop):
                 self.streaming = False
             elif isinstance(event, p.SetSite):
+                self.sites_set += 1
+                if event.site == self.faults.unplug_at_site and not self._site_unplugged:
+                    self._site_unplugged = True
+                    self._site_unplug_at = self._now + self.faults.unplug_after_s
                 self.source.set_site(event.site)
                 self._send(p.SiteEvent(event.site, p.SITE_SOURCE_HOST, self.index))
             elif isinstance(event, p.UnsupportedVersion):
@@ -235,6 +270,10 @@ class VirtualStethoscope:
             self.counts.disconnects += 1
             self._offline_until = self._next_unplug + self.faults.reconnect_after_s
             self._next_unplug += self.faults.disconnect_every_s
+        if now_s >= self._site_unplug_at:
+            self.counts.disconnects += 1
+            self._offline_until = max(self._offline_until, self._site_unplug_at + self.faults.reconnect_after_s)
+            self._site_unplug_at = float("inf")
         if self.streaming:
             self._make_audio(now_s)
         if now_s >= self._next_status:
@@ -267,7 +306,7 @@ class VirtualStethoscope:
         return p.DeviceInfo(FIRMWARE_VERSION, rate, 16, 1, self.index)
 
     def _status(self) -> p.Status:
-        pct = max(5, 100 - int(self._now / 60))  # about 1 % a minute
+        pct = self.battery.pct(self._now, self.sites_set)
         flags = p.STATUS_STREAMING if self.streaming else 0
         return p.Status(3300 + 9 * pct, pct, flags, self.index)
 
@@ -475,13 +514,17 @@ class Emulator:
     status_every_s: float = 1.0
     site_every_s: float = 0.0
     faults: Faults = Faults()
+    battery: Battery = Battery()
+    profile: HeartProfile | None = None  # the heart to play instead of one drawn from the seed
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
             raise ValueError(f"speed must be > 0, got {self.speed}")
-        source = WavSource(self.wav, self.rate_hz) if self.wav else HeartSource(self.rate_hz, self.seed, self.age_group)
+        source = (WavSource(self.wav, self.rate_hz) if self.wav
+                  else HeartSource(self.rate_hz, self.seed, self.age_group, profile=self.profile))
         self.device = VirtualStethoscope(
-            source, self.rate_hz, self.chunk_samples, self.seed, self.faults, self.status_every_s, self.site_every_s
+            source, self.rate_hz, self.chunk_samples, self.seed, self.faults, self.status_every_s, self.site_every_s,
+            self.battery,
         )
         self._transport = _TcpTransport(self.tcp_port) if self.tcp_port is not None else _PtyTransport(self.link)
         self._stop = threading.Event()

@@ -9,11 +9,14 @@
                 session.reconnect()                          # reopen the same path; gaps are reported
 
 pyserial is imported here only, when a port is opened (firmware_bridge itself needs numpy only).
+A program that must stop promptly (a service manager's SIGTERM) passes `stop`, an event that the
+waits for the device check: once set, connect() and reconnect() raise Stopped within one read.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from firmware_bridge import protocol as p
@@ -41,6 +44,10 @@ class Disconnected(LinkError):
     """The port went away (cable unplugged, device reset, emulator reconnect)."""
 
 
+class Stopped(LinkError):
+    """The host stopped waiting for the device: the program is shutting down."""
+
+
 class ProtocolVersionError(LinkError):
     """The device speaks a protocol major version this host does not."""
 
@@ -51,7 +58,8 @@ class SampleRateError(LinkError):
 
 class DeviceSession:
     """One stethoscope on `port` (a device path, a symlink, or a pyserial URL such as
-    socket://127.0.0.1:PORT). `expected_rate_hz=None` accepts any declared rate."""
+    socket://127.0.0.1:PORT). `expected_rate_hz=None` accepts any declared rate; `stop`, once
+    set, ends a wait for the device (Stopped)."""
 
     def __init__(
         self,
@@ -60,12 +68,14 @@ class DeviceSession:
         expected_rate_hz: int | None = p.DEFAULT_RATE_HZ,
         timeout_s: float = 2.0,
         read_timeout_s: float = 0.05,
+        stop: threading.Event | None = None,
     ) -> None:
         self.port = port
         self.baudrate = baudrate
         self.expected_rate_hz = expected_rate_hz
         self.timeout_s = timeout_s
         self.read_timeout_s = read_timeout_s
+        self.stop = stop or threading.Event()
         self.decoder = p.Decoder()
         self.info: p.DeviceInfo | None = None
         self._encoder = p.Encoder()
@@ -116,7 +126,7 @@ class DeviceSession:
 
     def connect(self) -> p.DeviceInfo:
         """Flush, STOP, START, and wait for DEVICE_INFO (START is resent once halfway). Returns the
-        device info; raises ProtocolVersionError, SampleRateError or DeviceTimeout."""
+        device info; raises ProtocolVersionError, SampleRateError, DeviceTimeout or Stopped."""
         self._flush()
         self.send(p.Stop())
         time.sleep(0.05)
@@ -126,6 +136,7 @@ class DeviceSession:
         deadline = time.monotonic() + self.timeout_s
         resend_at = time.monotonic() + self.timeout_s / 2
         while time.monotonic() < deadline:
+            self._check_stop("waiting for the stethoscope to answer")
             events = self._read_raw()
             for k, event in enumerate(events):
                 if isinstance(event, p.UnsupportedVersion):
@@ -175,14 +186,19 @@ class DeviceSession:
         self.close()
         deadline = time.monotonic() + timeout_s
         while True:
+            self._check_stop("waiting for the stethoscope to come back")
             try:
                 self.open()
                 break
             except Disconnected:
                 if time.monotonic() >= deadline:
                     raise
-                time.sleep(0.02)
+                self.stop.wait(0.02)
         self.decoder.reset(expected_index=self.decoder.expected_index)
+
+    def _check_stop(self, doing: str) -> None:
+        if self.stop.is_set():
+            raise Stopped(f"stopped {doing} on {self.port}: the program is shutting down")
 
     def _flush(self) -> None:
         import serial

@@ -11,7 +11,15 @@ consent to screen and store, then the separate, optional consent to reuse the re
 retraining, guides the operator through the sites AV, PV, TV and MV, shows the live level and the
 quality of each site, and prints the triage: REFER, NO_REFER or RETAKE with the reason. Every prompt
 can be answered by flags or a JSON file (--demographics), for scripts. Without a terminal on stdin
-nothing is asked. Exit status: 0 done, 2 bad input or the stethoscope failed, 3 the model was refused.
+nothing is asked. Exit status: 0 done, 2 bad input or the stethoscope failed, 3 the model was refused,
+130 stopped by Ctrl-C and 143 by SIGTERM (what was recorded is kept; the kiosk exits 0 on either).
+
+Practice: `--device sim --scenario NAME` plays a simulated patient with known properties
+(firmware_bridge.scenarios: normal, murmur, noisy, bad-contact, unplug, low-battery) through the
+real link, front-end, quality gate and model. Its result is labelled practice and is whatever the
+model and the gate said. Practice never writes the box's store: practice patients would otherwise
+be counted with real ones in exports and referral rates. The terminal stores nothing; the kiosk,
+which needs a store for its screens, keeps them in one thrown away when it stops.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import argparse
 import json
 import os
 import select
+import signal
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -207,8 +216,17 @@ def prompt_consents(consent: bool | None, consent_reuse: bool | None) -> tuple[b
 # -- live screening -----------------------------------------------------------------------------
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, `kill`): the run stops as on Ctrl-C, what was recorded kept."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 class TerminalView:
-    """Prints what the box reports: a live level line per site on a terminal, device changes."""
+    """Prints what the box reports: a live level line per site on a terminal, device changes and
+    battery warnings."""
 
     def __init__(self, live: bool) -> None:
         self.live = live
@@ -232,6 +250,11 @@ class TerminalView:
                 print(f"  stethoscope reconnected after {event['away_s']:.1f} s: recording goes on", file=sys.stderr)
             else:
                 print(f"  stethoscope {event['state']}", file=sys.stderr)
+        elif kind == "battery":
+            end = "\n" if self.live else ""
+            advice = ("charge it now: it may switch off during a recording" if event["warning"] == "critical"
+                      else "charge it after this patient")
+            print(f"{end}  stethoscope battery low ({event['battery_pct']} %): {advice}", file=sys.stderr)
 
 
 def wait_for_operator(box, site: str, interactive: bool) -> None:
@@ -355,6 +378,11 @@ def run_live(args, model, store) -> dict:
         status = box.connect()
         say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
         say(f"stethoscope on {args.device}: firmware {status['firmware']}, {status['rate_hz']} Hz")
+        if args.scenario:
+            from firmware_bridge.scenarios import SCENARIOS
+
+            say(f"PRACTICE: scenario {args.scenario}, {SCENARIOS[args.scenario]}. A simulated patient: the result is "
+                "labelled practice and nothing is stored")
         visit = open_visit_to_continue(box, args, demographics, consent, interactive, say) if store is not None else None
         args.visit = visit
         if visit is None:
@@ -366,7 +394,8 @@ def run_live(args, model, store) -> dict:
                                       consent_reuse=bool(consent_reuse))
             args.visit = visit
             say(f"patient code {visit.patient_code}" + ("" if visit.session_id else
-                " (not stored: " + ("no consent" if store is not None else "--no-store") + ")"))
+                " (not stored: " + ("no consent" if store is not None else "practice" if args.scenario else "--no-store")
+                + ")"))
         if model is not None:
             from runtime.triage import model_limits
 
@@ -386,7 +415,7 @@ def run_live(args, model, store) -> dict:
         result = box.finish(visit)
         device = box.device_status()
     return {"patient_code": visit.patient_code, "stored": visit.session_id is not None, "device": device,
-            "sites": [r.to_dict() for r in visit.sites.values()], "result": result.to_dict()}
+            "sites": [r.to_dict() for r in visit.sites.values()], "result": {**result.to_dict(), "practice": args.scenario}}
 
 
 def describe_murmur(murmur: dict) -> str:
@@ -399,7 +428,11 @@ def describe_murmur(murmur: dict) -> str:
 def print_result(report: dict) -> None:
     result = report["result"]
     print()
-    print(f"=== {result['decision'] or 'NO DECISION'} ===   patient {report['patient_code']}")
+    practice = f"PRACTICE ({result['practice']}): " if result.get("practice") else ""
+    print(f"=== {practice}{result['decision'] or 'NO DECISION'} ===   patient {report['patient_code']}")
+    if practice:
+        print(f"practice: a simulated patient (scenario {result['practice']}), not a child's result; what the model and "
+              "the quality check said about its audio; nothing was stored")
     if result["probability"] is not None:
         print(f"probability {result['probability']:.3f}" + (
             f" (operating point {result['operating_point']}, threshold {result['threshold']:.3f})"
@@ -472,6 +505,8 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def live_parser() -> argparse.ArgumentParser:
+    from firmware_bridge.scenarios import SCENARIOS
+
     p = argparse.ArgumentParser(prog="pcg-runtime", description="\n\n".join(__doc__.split("\n\n")[:2]), epilog=DISCLAIMER,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_version_flag(p)
@@ -511,6 +546,9 @@ def live_parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("virtual stethoscope (--device sim)")
     s.add_argument("--speed", type=float, default=20.0, help="times real time (default 20)")
     s.add_argument("--seed", type=int, default=0, help="the simulated patient")
+    s.add_argument("--scenario", choices=tuple(SCENARIOS), default=None,
+                   help="practice on a simulated patient with known properties (firmware_bridge/scenarios.py says "
+                        "what each plays); the result is labelled practice and the box's store is not used")
     k = p.add_argument_group("kiosk")
     k.add_argument("--kiosk", action="store_true", help="serve the touchscreen app instead of the terminal dialogue")
     k.add_argument("--port", type=int, default=8080, help="kiosk port (default 8080)")
@@ -523,6 +561,9 @@ def live_parser() -> argparse.ArgumentParser:
 def main_live(argv: list[str]) -> int:
     parser = live_parser()
     args = parser.parse_args(argv)
+    if args.scenario and args.device != "sim":
+        parser.error(f"--scenario {args.scenario} plays a practice patient on the virtual stethoscope: use it with "
+                     f"--device sim, not --device {args.device} (a real stethoscope hears the real patient)")
     if not 0 < args.seconds <= 120:
         parser.error("--seconds must be above 0 and at most 120")
     if not 0 <= args.retakes <= 10:
@@ -544,24 +585,35 @@ def main_live(argv: list[str]) -> int:
     args.consent_reuse_value = args.consent_reuse_flag if args.consent_reuse_flag is not None else consent_reuse
     args.visit = None
     model = load_model(args)
+    # The kiosk handles SIGTERM itself (runtime.kiosk.serve); the terminal stops as on Ctrl-C.
+    previous = None if args.kiosk else signal.signal(signal.SIGTERM, _terminate)
     try:
         return _live(args, model)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         visit = args.visit
-        print("\npcg-runtime: stopped (Ctrl-C); what was recorded is kept", file=sys.stderr, end="")
+        how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        print(f"\npcg-runtime: stopped ({how}); what was recorded is kept", file=sys.stderr, end="")
         if visit is not None and visit.session_id is not None:
             print(f". Patient {visit.patient_code}'s visit stays open: continue it with --resume {visit.patient_code}, "
                   "or start another patient with --new-patient", file=sys.stderr)
         else:
             print(file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _live(args, model) -> int:
     with ExitStack() as stack:
         try:
             store = None
-            if not args.no_store:
+            if args.scenario and args.kiosk:  # practice: never the box's store (see the module docstring)
+                from runtime.store import Store
+
+                thrown_away = stack.enter_context(tempfile.TemporaryDirectory(prefix="pcg-practice-"))
+                store = stack.enter_context(Store.open(Path(thrown_away) / "store"))
+            elif not args.no_store and not args.scenario:
                 from runtime.store import Store
 
                 store = stack.enter_context(Store.open(args.db or default_db()))
@@ -570,7 +622,14 @@ def _live(args, model) -> int:
                 from firmware_bridge.emulator import Emulator
 
                 tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pcg-sim-"))
-                emulator = stack.enter_context(Emulator(link=Path(tmp) / "stethoscope", seed=args.seed, speed=args.speed))
+                setup = {}
+                if args.scenario:
+                    from firmware_bridge.scenarios import scenario
+
+                    practice = scenario(args.scenario, seed=args.seed, speed=args.speed)
+                    setup = {"profile": practice.profile, "faults": practice.faults, "battery": practice.battery}
+                emulator = stack.enter_context(Emulator(link=Path(tmp) / "stethoscope", seed=args.seed, speed=args.speed,
+                                                        **setup))
                 args.device_path = emulator.path
             if args.kiosk:
                 from runtime.kiosk import serve_from_cli

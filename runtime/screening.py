@@ -4,6 +4,7 @@
 from one thread; what happens meanwhile is told to `listener` as plain JSON-able dicts:
 
     {"type": "device", "state": "connected" | "disconnected" | "reconnected", **device_status()}
+    {"type": "battery", "warning": "low" | "critical", "battery_pct"}  (once per level reached)
     {"type": "level", "site", "elapsed_s", "seconds", "rms_dbfs", "meter", "clipping", "waveform"}
     {"type": "site_done", "site", "recording_id", "seconds", "samples_lost", "quality"}
     {"type": "result", **TriageResult.to_dict()}
@@ -12,6 +13,10 @@ Audio is processed as it arrives: each chunk goes to the WAV file (made durable 
 the store), through the streaming front-end (resample + pooled spectrogram) and the quality monitor;
 nothing is recomputed at the end. An unplugged stethoscope is reopened with backoff; the samples
 missed meanwhile are stored as a gap of the recording, which then goes on.
+
+Every wait of the box (for the device's answer, for an unplugged stethoscope, for audio) checks
+one event, set by `interrupt()` from another thread: a program told to stop (SIGTERM) is not held
+for the 60 s the box would otherwise wait for a stethoscope to come back.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from firmware_bridge import protocol
-from firmware_bridge.host import DeviceSession, Disconnected, LinkError
+from firmware_bridge.host import DeviceSession, Disconnected, LinkError, Stopped
 from runtime.dsp import FrontEndConfig, FrontEndStream, compute_features
 from runtime.metadata import check_demographics
 from runtime.quality import QualityMonitor, SiteQuality, assess
@@ -53,6 +58,10 @@ WAVEFORM_POINTS = 64
 
 #: A site is recorded again at most this many times when the stethoscope restarts mid-recording.
 MAX_RESTARTS_PER_SITE = 3
+#: Battery levels (percent) at which the operator is warned: charge it after this patient (low),
+#: charge it now, it may switch off mid-recording (critical).
+BATTERY_LOW_PCT = 20
+BATTERY_CRITICAL_PCT = 10
 #: Retakes of a site whose recordings fail the quality gate: when the first recording and this many
 #: retakes have all failed, the result is "cannot assess: refer for clinical auscultation"
 #: (runtime.triage.CANNOT_ASSESS) instead of one more retake.
@@ -160,6 +169,8 @@ class ScreeningBox:
             self._model_record = None
         self.session: DeviceSession | None = None
         self.battery_pct: int | None = None
+        self.battery_warning: str | None = None  # "low" or "critical" once the battery reached that level
+        self.stopping = threading.Event()  # set by interrupt(); every wait checks it
         self.connected = False
         self.reconnects = 0
         self.events_not_logged = 0  # device events a full disk kept out of the log
@@ -169,7 +180,7 @@ class ScreeningBox:
     def connect(self) -> dict:
         """Open the port and start the stethoscope; raises firmware_bridge.host.LinkError subclasses
         (wrong sample rate, unknown protocol version, no answer) with their messages."""
-        self.session = DeviceSession(self.device, baudrate=self.baud).open()
+        self.session = DeviceSession(self.device, baudrate=self.baud, stop=self.stopping).open()
         try:
             info = self.session.connect()
         except LinkError:
@@ -199,6 +210,12 @@ class ScreeningBox:
             "samples_lost": stats.samples_lost if stats else 0,
             "reconnects": self.reconnects,
         }
+
+    def interrupt(self) -> None:
+        """From any thread: the program is stopping. The call in progress (a wait for the device's
+        answer or for an unplugged stethoscope, a recording) ends within a read, with LinkError or
+        ScreeningError; what was recorded is kept. Further calls fail the same way."""
+        self.stopping.set()
 
     def close(self) -> None:
         if self.session is not None:
@@ -343,6 +360,9 @@ class ScreeningBox:
 
         try:
             while live.samples < wanted:
+                if self.stopping.is_set():
+                    raise ScreeningError(f"recording at {site} stopped after {live.samples / rate_hz:.1f} s: the program "
+                                         "is shutting down; what was recorded is kept")
                 if cancel is not None and cancel.is_set():
                     raise ScreeningError(f"recording at {site} cancelled after {live.samples / rate_hz:.1f} s; what "
                                          "was recorded is kept")
@@ -357,7 +377,7 @@ class ScreeningBox:
                 taken = live.samples
                 for event in events:
                     if isinstance(event, protocol.Status):
-                        self.battery_pct = event.battery_pct
+                        self._note_battery(event.battery_pct, visit)
                     elif isinstance(event, protocol.AudioChunk) and taken < wanted:
                         samples, first_index = event.samples, event.first_index
                         if next_index is not None and first_index != next_index:
@@ -388,8 +408,9 @@ class ScreeningBox:
                     process(batch)
         except BaseException as exc:
             if writer is not None:
-                reason = ("device_restart" if isinstance(exc, _StreamRestarted) else "operator_cancel"
-                          if isinstance(exc, ScreeningError) and cancel is not None and cancel.is_set()
+                reason = ("device_restart" if isinstance(exc, _StreamRestarted)
+                          else "box_stopped" if isinstance(exc, ScreeningError) and self.stopping.is_set()
+                          else "operator_cancel" if isinstance(exc, ScreeningError) and cancel is not None and cancel.is_set()
                           else "operator_interrupt" if isinstance(exc, KeyboardInterrupt)
                           else f"error: {type(exc).__name__}")
                 writer.abort(reason)
@@ -417,8 +438,21 @@ class ScreeningBox:
         events, _ = self._read(None)
         for event in events:
             if isinstance(event, protocol.Status):
-                self.battery_pct = event.battery_pct
+                self._note_battery(event.battery_pct, None)
         return events
+
+    def _note_battery(self, pct: int, visit: Visit | None) -> None:
+        """Keep the battery level; warn once when it falls to BATTERY_LOW_PCT and once more at
+        BATTERY_CRITICAL_PCT. A reading that wavers around a level does not warn again; a
+        stethoscope charged above BATTERY_LOW_PCT is warned about afresh."""
+        self.battery_pct = pct
+        level = "critical" if pct <= BATTERY_CRITICAL_PCT else "low" if pct <= BATTERY_LOW_PCT else None
+        if level is None:
+            self.battery_warning = None
+        elif self.battery_warning is None or (level == "critical" and self.battery_warning == "low"):
+            self.battery_warning = level
+            self._log("battery_low", {"percent": pct, "warning": level}, visit)
+            self._emit({"type": "battery", "warning": level, "battery_pct": pct})
 
     def _read(self, visit: Visit | None) -> tuple[list, float]:
         """Events from the link; on an unplug, reopen with backoff. Returns (events, seconds away)."""
@@ -437,11 +471,14 @@ class ScreeningBox:
             try:
                 self.session.reconnect(timeout_s=delay)
                 break
+            except Stopped as exc:
+                raise ScreeningError("stopped waiting for the unplugged stethoscope: the program is shutting down; what "
+                                     "was recorded is kept") from exc
             except Disconnected as exc:
                 if time.monotonic() - started > self.max_outage_s:
                     raise ScreeningError(f"the stethoscope has been unplugged for more than {self.max_outage_s:g} s "
                                          f"({exc}); what was recorded is kept") from exc
-                time.sleep(delay)
+                self.stopping.wait(delay)
                 delay = min(delay * 2, 2.0)
         away = time.monotonic() - started
         self.connected = True

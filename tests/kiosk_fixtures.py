@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -51,21 +55,26 @@ class Kiosk:
 
     def request(self, method: str, path: str, body=None, *, raw: bytes | None = None, headers: dict | None = None):
         """(status, headers, parsed JSON or bytes) of one request to the kiosk."""
-        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        sent = {"Content-Type": "application/json"} if data is not None else {}
-        sent.update(headers or {})
-        request = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method, headers=sent)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                status, reply_headers, payload = response.status, response.headers, response.read()
-        except urllib.error.HTTPError as error:
-            status, reply_headers, payload = error.code, error.headers, error.read()
-        if reply_headers.get("Content-Type", "").startswith("application/json"):
-            payload = json.loads(payload)
-        return status, reply_headers, payload
+        return http_request(self.url, method, path, body, raw=raw, headers=headers)
 
     def count(self, table: str) -> int:
         return self.store.query(f"SELECT COUNT(*) FROM {table}")[0][0]
+
+
+def http_request(url: str, method: str, path: str, body=None, *, raw: bytes | None = None, headers: dict | None = None):
+    """(status, headers, parsed JSON or bytes) of one request to the kiosk at `url`."""
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    sent = {"Content-Type": "application/json"} if data is not None else {}
+    sent.update(headers or {})
+    request = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers=sent)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, reply_headers, payload = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        status, reply_headers, payload = error.code, error.headers, error.read()
+    if reply_headers.get("Content-Type", "").startswith("application/json"):
+        payload = json.loads(payload)
+    return status, reply_headers, payload
 
 
 class EventStream:
@@ -128,6 +137,43 @@ def running_kiosk(tmp_path: Path, *, speed: float = 20.0, seconds: float = 6.0, 
 
             with KioskServer(make_box, store=store, port=0, token=token, seconds_per_site=seconds) as server:
                 yield Kiosk(server, store, emulator, seconds)
+
+
+@dataclass
+class KioskProcess:
+    """`pcg-runtime --kiosk` running as its own program (the way systemd runs it)."""
+
+    process: subprocess.Popen
+    url: str
+    errors: object  # the program's stderr, a file
+
+    def request(self, method: str, path: str, body=None):
+        return http_request(self.url, method, path, body)
+
+    def stderr(self) -> str:
+        self.errors.seek(0)
+        return self.errors.read()
+
+
+@contextmanager
+def kiosk_process(*flags: str):
+    """`python -m runtime.cli --kiosk --port 0 FLAGS`, once it has said where it serves; killed on
+    the way out if the test left it running. Its stderr goes to a file, so it never blocks on it."""
+    with tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen([sys.executable, "-m", "runtime.cli", "--kiosk", "--port", "0", *flags],
+                                   cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=errors, text=True)
+        kiosk = KioskProcess(process, "", errors)
+        try:
+            line = process.stdout.readline()
+            match = re.search(r"serving on (http://127\.0\.0\.1:\d+/)", line)
+            assert match, f"the kiosk did not start (exit {process.poll()}): {line!r} {kiosk.stderr()[-2000:]}"
+            kiosk.url = match.group(1)
+            yield kiosk
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            process.stdout.close()
 
 
 def _first_existing(paths) -> str | None:

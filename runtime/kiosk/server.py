@@ -13,6 +13,15 @@ through the event stream (level, device, site_done or recording_failed). The str
 the whole state, so a reloaded page picks up where it was. Between calls the worker keeps reading
 the link and discards the audio, so a recording starts on fresh audio and an unplug shows at once.
 
+Stopping (Ctrl-C, SIGTERM) takes well under 2 s in every state: the box is interrupted
+(ScreeningBox.interrupt: its waits for the device's answer, for an unplugged stethoscope, for audio
+all check one event), the calls still queued are dropped, and the box closes the link and the
+recording in progress (kept, as interrupted) before the program ends.
+
+Practice (`pcg-runtime --device sim --scenario NAME`): the state carries the scenario's name, every
+result is labelled with it, and the patients and recordings go to a store that is thrown away
+when the kiosk stops (runtime.cli).
+
 Security: by default the server binds 127.0.0.1 and accepts only requests whose Host header names
 the loopback (a web page elsewhere cannot reach it by DNS rebinding). Any other bind address needs
 an access token of at least 16 characters. With a token (required there, optional on loopback)
@@ -81,6 +90,10 @@ REQUEST_DEADLINE_S = 10.0  # to deliver a whole request once the server waits fo
 SOCKET_TIMEOUT_S = 10.0  # any single read or write on a connection
 MAX_CONNECTIONS = 64  # open at once (a kiosk has a handful of browsers); well under the box's 1,024 open files
 REAPER_INTERVAL_S = 0.25
+# How often the main thread and the HTTP loop look for a stop. A SIGTERM delivered to another thread
+# does not wake the main thread's wait, so this bounds how late a stop is seen (the 0.5 s defaults,
+# one for each, cost up to 1 s of the 2 s a stop may take).
+STOP_POLL_S = 0.1
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -206,6 +219,7 @@ class BoxWorker:
         self._idle = idle  # runs between calls; must return within a fraction of a second
         self._jobs: queue.Queue = queue.Queue()
         self._started: Future = Future()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pcg-kiosk-box", daemon=True)
 
     def start(self, timeout_s: float = 60.0) -> None:
@@ -218,9 +232,20 @@ class BoxWorker:
         self._jobs.put((call, future))
         return future
 
+    def interrupt(self) -> None:
+        """End the call in progress within one read of the link (ScreeningBox.interrupt) and run no
+        more: the program is stopping."""
+        self._stopping.set()
+        if self._started.done() and self._started.exception() is None:
+            self._started.result().interrupt()
+
     def stop(self, timeout_s: float = 30.0) -> None:
+        """Interrupt, drop the calls still queued, close the box, and wait for the thread
+        (`timeout_s` bounds a call that would ignore the interruption)."""
+        self.interrupt()
         self._jobs.put(None)
-        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
 
     def _run(self) -> None:
         try:
@@ -230,7 +255,7 @@ class BoxWorker:
             return
         self._started.set_result(box)
         try:
-            while True:
+            while not self._stopping.is_set():
                 try:
                     job = self._jobs.get_nowait()
                 except queue.Empty:
@@ -246,6 +271,10 @@ class BoxWorker:
                         future.set_exception(exc)
         finally:
             box.close()
+            while not self._jobs.empty():  # asked for after the stop: nobody will run them
+                job = self._jobs.get_nowait()
+                if job is not None:
+                    job[1].cancel()
 
 
 class Busy(Exception):
@@ -255,10 +284,11 @@ class Busy(Exception):
 class KioskState:
     """What the app shows, kept here so every browser (and a reloaded page) sees the same thing."""
 
-    def __init__(self, hub: EventHub, seconds_per_site: float | None):
+    def __init__(self, hub: EventHub, seconds_per_site: float | None, practice: str | None = None):
         self.hub = hub
         self.lock = threading.Lock()
         self.seconds_per_site = seconds_per_site
+        self.practice = practice  # the practice scenario's name (runtime.cli --scenario); None: real patients
         self.device: dict = {"connected": False, "state": "connecting"}
         self.visit = None  # runtime.screening.Visit
         self.visit_info: dict | None = None
@@ -284,6 +314,7 @@ class KioskState:
                 "model_uses_demographics": self.model_uses_demographics,
                 "guided_sites": list(GUIDED_SITES),
                 "seconds_per_site": self.seconds_per_site,
+                "practice": self.practice,
                 "disclaimer": DISCLAIMER,
             }
 
@@ -299,12 +330,19 @@ class KioskState:
             self.recording = None
 
     def on_box_event(self, event: dict) -> None:
-        """The box's listener (called in the worker thread): device and level events go out as they
-        are; site_done and result are published by the kiosk once the call has returned."""
+        """The box's listener (called in the worker thread): device, battery and level events go out
+        as they are (a battery warning also updates the device's level, mid-recording included);
+        site_done and result are published by the kiosk once the call has returned."""
         kind = event.get("type")
         if kind == "device":
             with self.lock:
                 self.device = {k: v for k, v in event.items() if k != "type"}
+            self.hub.publish(event)
+        elif kind == "battery":
+            with self.lock:
+                self.device = {**self.device, "battery_pct": event["battery_pct"]}
+                device = self.device
+            self.hub.publish({"type": "device", **device})
             self.hub.publish(event)
         elif kind == "level":
             self.hub.publish(event)
@@ -460,6 +498,7 @@ class KioskServer:
         port: int = 8080,
         token: str | None = None,
         seconds_per_site: float | None = None,
+        practice: str | None = None,
     ):
         if not is_loopback(host):
             if token is None:
@@ -475,7 +514,7 @@ class KioskServer:
         self.port = port
         self.token = token
         self.hub = EventHub()
-        self.state = KioskState(self.hub, seconds_per_site)
+        self.state = KioskState(self.hub, seconds_per_site, practice)
         self.worker = BoxWorker(box_factory, self.state.on_box_event, self._keep_link_drained)
         self._status_published_at = 0.0
         self._idle_battery_pct: int | None = None
@@ -504,7 +543,8 @@ class KioskServer:
         self._reaper.start()
         self.connect_device()
         self.worker.submit(self._find_open_visits)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="pcg-kiosk-http", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": STOP_POLL_S},
+                                        name="pcg-kiosk-http", daemon=True)
         self._thread.start()
         return self
 
@@ -514,7 +554,7 @@ class KioskServer:
 
     def stop(self) -> None:
         self._stopping.set()
-        self.state.cancel.set()
+        self.worker.interrupt()  # first: a recording in progress is kept as stopped by the box, not cancelled
         self.hub.close()
         if self._httpd is not None:
             self._httpd.shutdown()
@@ -757,7 +797,7 @@ class KioskServer:
             result = self._call(lambda box: box.finish(visit, keep_open_on_retake=True))
         finally:
             state.release()
-        result = {"patient_code": visit.patient_code, **result.to_dict()}
+        result = {"patient_code": visit.patient_code, **result.to_dict(), "practice": state.practice}
         with state.lock:
             state.result = result
         self.hub.publish({"type": "result", **result})
@@ -1123,12 +1163,14 @@ def serve(
     port: int = 8080,
     token: str | None = None,
     seconds_per_site: float | None = None,
+    practice: str | None = None,
     on_ready: Callable[[KioskServer], None] | None = None,
 ) -> int:
     """Serve the kiosk until Ctrl-C or SIGTERM; returns 0. Raises KioskConfigError when asked to
     listen beyond the loopback without a token, OSError when the port is taken, and whatever the
     box factory raised."""
-    kiosk = KioskServer(box_factory, store=store, host=host, port=port, token=token, seconds_per_site=seconds_per_site)
+    kiosk = KioskServer(box_factory, store=store, host=host, port=port, token=token, seconds_per_site=seconds_per_site,
+                        practice=practice)
     stopping = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
@@ -1137,7 +1179,7 @@ def serve(
         if on_ready is not None:
             on_ready(kiosk)
         try:
-            while not stopping.wait(0.5):
+            while not stopping.wait(STOP_POLL_S):
                 pass
         except KeyboardInterrupt:
             pass
@@ -1149,7 +1191,7 @@ def serve(
 
 def serve_from_cli(args, *, model, store) -> int:
     """`pcg-runtime --kiosk`: serve the app for the stethoscope at `args.device_path` (the options
-    of runtime.cli's live parser: baud, seconds, operating_point, kiosk_host, port, token)."""
+    of runtime.cli's live parser: baud, seconds, operating_point, kiosk_host, port, token, scenario)."""
     from runtime.screening import ScreeningBox
 
     if store is None:
@@ -1162,7 +1204,7 @@ def serve_from_cli(args, *, model, store) -> int:
 
     try:
         return serve(make_box, store=store, host=args.kiosk_host, port=args.port, token=args.token,
-                     seconds_per_site=args.seconds)
+                     seconds_per_site=args.seconds, practice=args.scenario)
     except KioskConfigError as exc:
         print(f"pcg-runtime: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,8 @@ const app = {
   failure: null,        // {site, message} of the last recording that stopped early
   pendingPatient: null, // the new patient's form, held while the operator decides about an unfinished visit
   unfinished: null,     // {patient_code, sites_done} of the visit a new patient would close
-  banner: null,         // "lost" | "back" | null
+  banner: null,         // "lost" | "back" | "restarted" | "server" | "battery_low" | "battery_critical" | null
+  bannerVars: {},       // values the banner's text names (the battery's percentage)
   wave: [],             // recent waveform points, newest last
   waveDirty: false,
 };
@@ -70,12 +71,26 @@ function show(screen) {
 
 function renderAll() {
   if (!app.state) return;
+  renderPractice();
   renderDevice();
   renderBanner();
   renderOpenVisit();
   renderChoices();
   renderRecord();
   renderResult();
+}
+
+// --- practice ----------------------------------------------------------------------------
+
+function practiceText(key, name) {
+  return t(key, { scenario: t(`scenario.${name}`) });
+}
+
+function renderPractice() {
+  // pcg-runtime --scenario: every screen says so, so nobody takes a practice result for a child's
+  const name = app.state.practice;
+  $("practice-badge").hidden = !name;
+  if (name) $("practice-badge").textContent = practiceText("practice.badge", name);
 }
 
 // --- device ------------------------------------------------------------------------------
@@ -88,7 +103,9 @@ function renderDevice() {
   let text = t(`device.${state}`);
   if (device.connected && device.battery_pct != null) text += ` · ${device.battery_pct}%`;
   pill.textContent = text;
-  pill.className = "pill " + (device.connected ? "ok" : state === "connecting" ? "" : "bad");
+  const battery = device.connected ? device.battery_pct : null;
+  pill.className = "pill " + (!device.connected ? (state === "connecting" ? "" : "bad")
+    : battery != null && battery <= 10 ? "bad" : battery != null && battery <= 20 ? "warn" : "ok");
   const rows = [
     ["device.state", t(`device.${state}`)], ["device.port", device.port], ["device.firmware", device.firmware],
     ["device.rate", device.rate_hz != null ? `${device.rate_hz} Hz` : null],
@@ -108,8 +125,8 @@ function renderDevice() {
 function renderBanner() {
   const banner = $("banner");
   banner.hidden = !app.banner;
-  banner.className = "banner" + (app.banner === "back" ? " back" : "");
-  banner.textContent = app.banner ? t(`device.banner_${app.banner}`) : "";
+  banner.className = "banner" + (app.banner === "back" ? " back" : app.banner === "battery_low" ? " warn" : "");
+  banner.textContent = app.banner ? t(`device.banner_${app.banner}`, app.bannerVars) : "";
 }
 
 // --- new patient ---------------------------------------------------------------------------
@@ -443,6 +460,8 @@ function renderResult() {
   const r = app.state.result;
   $("nav-result").disabled = !r;
   if (!r) return;
+  $("result-practice").hidden = !r.practice;
+  if (r.practice) $("result-practice").textContent = practiceText("practice.result", r.practice);
   const decision = $("result-decision");
   decision.className = "decision " + (r.decision || "NONE");
   decision.textContent = t(`result.${r.decision || "NONE"}`);
@@ -485,6 +504,8 @@ function renderSlip(r) {
   const visit = app.state.visit || {};
   const demo = visit.demographics || {};
   const unknown = t("patient.unknown");
+  $("slip-practice").hidden = !r.practice;
+  if (r.practice) $("slip-practice").textContent = practiceText("practice.slip", r.practice);
   $("slip-code").textContent = r.patient_code || visit.patient_code || "";
   $("slip-date").textContent = new Date().toLocaleString(app.lang === "pt" ? "pt-BR" : "en-GB");
   $("slip-demographics").textContent = [
@@ -546,6 +567,11 @@ function onEvent(event) {
       renderBanner();
       return;
     }
+    case "battery":
+      app.banner = `battery_${event.warning}`;
+      app.bannerVars = { pct: event.battery_pct };
+      renderBanner();
+      return;
     case "visit": adoptVisit(event.visit); return;
     case "recording_started":
       s.busy = "recording"; s.recording = { site: event.site, seconds: event.seconds };
