@@ -3,13 +3,20 @@
     {
       "trusted_keys": ["ed25519:<base64>", ...],   # public keys (pcg-export keygen's .pub lines)
       "allow_unsigned_models": false,              # true: screen with unsigned/untrusted models, saying so
-      "operating_point": "cost_optimal_prevalence_5"   # or {"target_sensitivity": 0.9}; default: the model's
+      "operating_point": "cost_optimal_prevalence_5",  # or {"target_sensitivity": 0.9}; default: the model's
+      "referral": {"place": "Ambulatório de Cardiologia Pediátrica, Hospital X",   # where a REFER goes
+                   "within_days": 30,                          # optional: how soon (1 to 365 days)
+                   "note": "Agende pelo telefone (11) 5555-0000"}   # optional: shown as written
     }
 
 The operating point is the programme's choice: a point the model's manifest names (its
 cross-validated sensitivity and specificity are printed by `pcg-runtime model`), or the highest
 threshold whose out-of-fold sensitivity reaches a target (the manifest's operating_curve). The
 command line's --operating-point wins over it.
+
+The referral is the site's own: where the kiosk tells the health worker to refer a child, and how
+soon. Without it the kiosk says "a paediatric cardiologist or the reference clinic" and tells the
+supervisor that it can be set here.
 
 Found at `--config FILE`, else $PCG_SCREEN_CONFIG, else /etc/pcg-screen/box.json; with none, the
 box trusts only the bundled model (its hash is pinned in the package). The file decides which
@@ -28,7 +35,9 @@ from pathlib import Path
 from runtime.signing import SignatureError, key_id, parse_public_key
 
 DEFAULT_CONFIG = Path("/etc/pcg-screen/box.json")
-CONFIG_KEYS = ("trusted_keys", "allow_unsigned_models", "operating_point")
+CONFIG_KEYS = ("trusted_keys", "allow_unsigned_models", "operating_point", "referral")
+REFERRAL_KEYS = ("place", "within_days", "note")
+MAX_REFERRAL_TEXT = 200  # characters of place and note: a line or two on the result screen and the slip
 
 
 class ConfigError(ValueError):
@@ -42,6 +51,7 @@ class BoxConfig:
     path: Path | None = None  # where it was read from; None: no file, the defaults
     key_ids: frozenset[str] = field(default_factory=frozenset)
     operating_point: str | dict | None = None  # a manifest's point name, or {"target_sensitivity": x}
+    referral: dict | None = None  # {"place": str, "within_days": int (optional), "note": str (optional)}
 
     @property
     def where(self) -> str:
@@ -97,7 +107,33 @@ def load_box_config(explicit: str | Path | None = None) -> BoxConfig:
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.5 <= target <= 0.99:
             raise ConfigError(f"box configuration {path}: operating_point must be a name the model's manifest gives, or "
                               '{"target_sensitivity": x} with x from 0.5 to 0.99')
-    return BoxConfig(tuple(keys), allow, path, ids, point)
+    return BoxConfig(tuple(keys), allow, path, ids, point, parse_referral(data.get("referral"), path))
+
+
+def parse_referral(value, path: Path) -> dict | None:
+    """The configuration's "referral" checked: None when absent, else place (required), within_days and
+    note (optional) with only the keys given."""
+    if value is None:
+        return None
+    example = '{"place": "Ambulatório de Cardiologia Pediátrica", "within_days": 30, "note": "..."}'
+    if not isinstance(value, dict):
+        raise ConfigError(f"box configuration {path}: referral must be an object such as {example}")
+    unknown = sorted(set(value) - set(REFERRAL_KEYS))
+    if unknown:
+        raise ConfigError(f"box configuration {path}: referral has unknown keys {unknown}; allowed: {', '.join(REFERRAL_KEYS)}")
+    purposes = {"place": "where the health worker sends the child", "note": "shown as written under the referral"}
+    for name, purpose in purposes.items():
+        text = value.get(name)
+        if (name == "place" or text is not None) and (
+                not isinstance(text, str) or not text.strip() or len(text) > MAX_REFERRAL_TEXT or not text.isprintable()):
+            raise ConfigError(f"box configuration {path}: referral.{name} must be text of 1 to {MAX_REFERRAL_TEXT} "
+                              f"characters on one line ({purpose}); got {text!r:.80}")
+    days = value.get("within_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365):
+        raise ConfigError(f"box configuration {path}: referral.within_days must be a whole number of days from 1 to 365; "
+                          f"got {days!r:.40}")
+    return {"place": value["place"].strip(), "within_days": days,
+            "note": value["note"].strip() if value.get("note") is not None else None}
 
 
 def programme_point(manifest, wanted: str | dict):

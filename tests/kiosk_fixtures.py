@@ -125,17 +125,26 @@ class EventStream:
 
 @contextmanager
 def running_kiosk(tmp_path: Path, *, speed: float = 20.0, seconds: float = 6.0, faults: Faults = Faults(),
-                  token: str | None = None, model="bundled"):
-    """A kiosk for the virtual stethoscope on a pseudo-terminal, with a fresh store in tmp_path."""
+                  token: str | None = None, model="bundled", scenario: str | None = None, referral: dict | None = None):
+    """A kiosk for the virtual stethoscope on a pseudo-terminal, with a fresh store in tmp_path.
+    `scenario`: a practice patient (firmware_bridge.scenarios) instead of the emulator's own, the
+    kiosk labelled practice as `pcg-runtime --scenario` labels it; `referral`: the box
+    configuration's (runtime.config)."""
+    from firmware_bridge.scenarios import scenario as practice_scenario
     from runtime.screening import ScreeningBox
 
     model = bundled_model() if model == "bundled" else model
-    with Emulator(link=tmp_path / "stethoscope", seed=5, speed=speed, faults=faults) as emulator:
+    setup = {}
+    if scenario is not None:
+        practice = practice_scenario(scenario, seed=5, speed=speed)
+        setup = {"profile": practice.profile, "faults": practice.faults, "battery": practice.battery}
+    with Emulator(link=tmp_path / "stethoscope", seed=5, speed=speed, **({"faults": faults} | setup)) as emulator:
         with Store.open(tmp_path / "store") as store:
             def make_box(listener):
                 return ScreeningBox(emulator.path, store=store, model=model, seconds_per_site=seconds, listener=listener)
 
-            with KioskServer(make_box, store=store, port=0, token=token, seconds_per_site=seconds) as server:
+            with KioskServer(make_box, store=store, port=0, token=token, seconds_per_site=seconds, practice=scenario,
+                             referral=referral) as server:
                 yield Kiosk(server, store, emulator, seconds)
 
 

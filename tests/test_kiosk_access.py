@@ -84,16 +84,18 @@ def test_opening_the_token_link_once_sets_a_cookie_for_the_app(tmp_path):
         connection.close()
 
 
-def test_every_quality_reason_has_a_portuguese_sentence_in_the_app():
+def test_every_quality_reason_has_a_sentence_in_each_language_of_the_app():
+    """The recording screen and the result's retake list say what to do about each reason."""
     import re
     from pathlib import Path
 
     from runtime.quality import REASONS
 
     text = (Path(__file__).resolve().parents[1] / "runtime" / "kiosk" / "static" / "i18n.js").read_text(encoding="utf-8")
-    portuguese = text[text.index("  pt: {"):]
-    keys = set(re.findall(r'"(quality\.[a-z_]+)":', portuguese))
-    assert keys == {f"quality.{reason}" for reason in REASONS}
+    english, portuguese = text[text.index("  en: {"):text.index("  pt: {")], text[text.index("  pt: {"):]
+    for language in (english, portuguese):
+        keys = set(re.findall(r'"(quality\.[a-z_]+)":', language))
+        assert keys == {f"quality.{reason}" for reason in REASONS}
 
 
 def test_the_reuse_consent_checkbox_is_labelled_in_both_languages_and_sent_by_the_app():

@@ -4,12 +4,15 @@ patient can be screened through it; the event stream pushes the runtime's progre
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 import time
 import urllib.request
 import zipfile
 
 import pytest
-from kiosk_fixtures import EventStream, running_kiosk
+from kiosk_fixtures import EventStream, kiosk_process, running_kiosk
 
 from runtime.kiosk.api import FieldErrors, parse_patient
 from runtime.kiosk.server import LEVEL_INTERVAL_S, _Subscriber
@@ -404,3 +407,19 @@ def test_the_state_says_whether_the_model_uses_the_demographics(tmp_path):
     with running_kiosk(tmp_path / "none", model=None) as kiosk:
         status, _, body = kiosk.request("GET", "/api/state")
         assert status == 200 and body["model_uses_demographics"] is None
+
+
+def test_the_state_carries_the_sites_referral_from_the_box_configuration(tmp_path, kiosk):
+    assert kiosk.request("GET", "/api/state")[2]["referral"] is None  # none configured: the page says a generic place
+    referral = {"place": "Ambulatório de Cardiologia Pediátrica", "within_days": 30, "note": None}
+    config = tmp_path / "box.json"
+    config.write_text(json.dumps({"referral": {"place": referral["place"], "within_days": 30}}), encoding="utf-8")
+    config.chmod(0o644)
+    with kiosk_process("--device", "sim", "--no-model", "--db", str(tmp_path / "store"), "--config", str(config)) as box:
+        status, _, state = box.request("GET", "/api/state")
+        assert status == 200 and state["referral"] == referral
+    config.write_text(json.dumps({"referral": {"place": "Hospital", "within_days": 0}}), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "runtime.cli", "--kiosk", "--port", "0", "--device", "sim", "--no-model",
+                           "--db", str(tmp_path / "store"), "--config", str(config)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "referral.within_days must be a whole number of days from 1 to 365" in done.stderr

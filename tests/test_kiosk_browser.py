@@ -39,6 +39,11 @@ def text_of(driver, element_id: str) -> str:
                                  element_id).strip()
 
 
+def content_of(driver, element_id: str) -> str:
+    """The element's text whether shown or not (inside closed details, say)."""
+    return driver.execute_script("return document.getElementById(arguments[0]).textContent;", element_id).strip()
+
+
 def classes_of(driver, element_id: str) -> list[str]:
     return driver.execute_script("return Array.from(document.getElementById(arguments[0]).classList);", element_id)
 
@@ -118,17 +123,22 @@ def test_a_whole_patient_is_screened_in_the_browser(tmp_path):
         driver.save_screenshot(str(shots / "06-result.png"))
 
         decision = by_id(driver, "result-decision").get_attribute("data-decision")
+        if decision in ("REFER", "NO_REFER"):  # no referral place configured: a generic one
+            assert text_of(driver, "plain-next") == {
+                "REFER": "Refer the child to a paediatric cardiologist or the reference clinic for a heart examination.",
+                "NO_REFER": NEXT_STEP["NO_REFER", "en"]}[decision]
         notice = text_of(driver, "notice")
         assert "research use" in notice and "not a diagnosis" in notice
         assert by_id(driver, "unused").find_elements("css selector", "li")
         results = kiosk.store.query("SELECT decision, probability FROM results")
         if kiosk.server.state.result["model"] is None:
-            assert text_of(driver, "result-decision") in (NO_DECISION_EN, "Retake a site")
+            assert text_of(driver, "result-decision") == NO_DECISION_EN or \
+                text_of(driver, "result-decision").startswith("Record again: ")
         if decision:
             assert [r["decision"] for r in results] == [decision]
             probability = results[0]["probability"]
-            if probability is not None:
-                assert text_of(driver, "result-probability") == f"{round(probability * 100)}%"
+            if probability is not None:  # under the closed details, in the language's format
+                assert content_of(driver, "result-probability") == f"{probability:.2f} ({round(probability * 100)}%)"
         else:
             assert results == [] and text_of(driver, "result-decision") == NO_DECISION_EN
         recordings = kiosk.store.query("SELECT site, status, samples_written, rate_hz FROM recordings ORDER BY seq")
@@ -288,3 +298,172 @@ def test_an_unfinished_visit_is_continued_or_closed_only_on_the_operators_word(t
         assert kiosk.count("patients") == 2 and kiosk.count("recordings") == 1
         by_id(driver, "nav-today").click()
         wait(driver, lambda d: "Closed unfinished" in text_of(d, "today-rows"), what="today lists the closed visit")
+
+
+# --- the result in plain words (issue 16, item 2) ---------------------------------------------
+
+REFERRAL = {"place": "Ambulatório de Cardiologia Pediátrica do Hospital Regional", "within_days": 30,
+            "note": "Agendar pelo telefone 0800 000 0000"}
+NEXT_STEP = {  # what the plain-words block says to do, per decision and language, with REFERRAL configured
+    ("REFER", "pt"): f"Encaminhe a criança para {REFERRAL['place']} em até 30 dias.",
+    ("REFER", "en"): f"Refer the child to {REFERRAL['place']} within 30 days.",
+    ("NO_REFER", "pt"): "Não é preciso encaminhar a partir desta triagem: a consulta terminou. Dê à família a "
+                        "orientação abaixo.",
+    ("NO_REFER", "en"): "No referral is needed from this screening: the visit is finished. Give the family the advice "
+                        "below.",
+}
+
+
+def record_every_site(driver) -> None:
+    """Record AV, PV, TV and MV on the recording screen, then ask for the result."""
+    for site in SITES:
+        wait(driver, lambda d: by_id(d, "btn-record").is_displayed() and by_id(d, "btn-record").is_enabled(),
+             what=f"record button for {site}")
+        by_id(driver, "btn-record").click()
+        wait(driver, lambda d: site_finished(d, site), what=f"{site} recorded")
+        if site != SITES[-1]:
+            by_id(driver, "btn-next").click()
+    wait(driver, lambda d: by_id(d, "btn-finish").is_displayed() and by_id(d, "btn-finish").is_enabled(),
+         what="finish button")
+    by_id(driver, "btn-finish").click()
+    wait(driver, lambda d: by_id(d, "result-decision").is_displayed() and text_of(d, "result-decision"),
+         what="result screen")
+
+
+def result_layout(driver) -> dict:
+    """What a health worker sees of the result, scrolled to its top, without opening the details: the
+    visible text, whether the details are open, and how far the next step and the action buttons reach
+    down the screen."""
+    return driver.execute_script(
+        "document.querySelector('main').scrollTop = 0;"
+        "const details = document.getElementById('result-details');"
+        "const bottom = (id) => document.getElementById(id).getBoundingClientRect().bottom;"
+        "return {open: details.open, visible: document.getElementById('screen-result').innerText,"
+        "        details: details.textContent, viewport: window.innerHeight,"
+        "        next: bottom('plain-next'), actions: bottom('btn-new')};")
+
+
+def tap_details(driver) -> None:
+    """Scroll the details' summary to the middle of the screen (above the action bar) and tap it."""
+    summary = by_id(driver, "result-details").find_element("css selector", "summary")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", summary)
+    summary.click()
+
+
+def switch_language(driver, lang: str) -> None:
+    if driver.execute_script("return document.documentElement.lang") != {"pt": "pt-BR", "en": "en"}[lang]:
+        by_id(driver, "lang").click()
+    wait(driver, lambda d: text_of(d, "nav-today") == {"pt": "Hoje", "en": "Today"}[lang], what=lang)
+
+
+def test_a_decided_result_says_what_to_do_next_in_plain_portuguese_and_english(tmp_path):
+    """The murmur practice patient with a referral place configured: whatever the model decides, the
+    top of the result says what to do next in the chosen language; the probability, threshold and
+    operating point are in the closed details, written in the language's number format."""
+    with running_kiosk(tmp_path, speed=20.0, scenario="murmur", referral=REFERRAL) as kiosk, \
+            headless_chromium() as driver:
+        shots = screenshot_dir("result-words")
+        driver.get(kiosk.url)
+        wait(driver, lambda d: "ok" in classes_of(d, "device-pill"), what="device connected")
+        switch_language(driver, "pt")
+        status, _, _ = kiosk.request("POST", "/api/patients", {"consent": True, "age_group": "Child"})
+        assert status == 201
+        wait(driver, lambda d: text_of(d, "patient-code").startswith("PCG-"), what="patient on screen")
+        record_every_site(driver)
+        result = kiosk.server.state.result
+        decision = result["decision"]
+        assert decision in ("REFER", "NO_REFER"), result  # the model's own decision, whichever it is
+        for lang in ("pt", "en"):
+            switch_language(driver, lang)
+            assert text_of(driver, "plain-next") == NEXT_STEP[decision, lang]
+            assert text_of(driver, "result-decision") == {"pt": {"REFER": "Encaminhar ao especialista",
+                                                                 "NO_REFER": "Sem necessidade de encaminhamento"},
+                                                          "en": {"REFER": "Refer to a specialist",
+                                                                 "NO_REFER": "No referral needed"}}[lang][decision]
+            layout = result_layout(driver)
+            driver.save_screenshot(str(shots / f"01-{decision}-{lang}.png"))
+            assert not layout["open"]
+            assert layout["next"] <= layout["viewport"] and layout["actions"] <= layout["viewport"], layout
+            for raw in (result["operating_point"], "threshold", "limiar", "graph_sha256", "created_utc", "0,", "0."):
+                assert raw not in layout["visible"], (raw, layout["visible"])
+            probability = content_of(driver, "result-probability")
+            share = round(result["probability"] * 100)
+            if lang == "pt":
+                assert probability == f"{result['probability']:.2f}".replace(".", ",") + f" ({share}%)"
+                assert "Diga à família" in layout["visible"] and "uso em pesquisa" in layout["visible"]
+            else:
+                assert probability == f"{result['probability']:.2f} ({share}%)"
+                assert "Tell the family" in layout["visible"] and "research use" in layout["visible"]
+            assert result["operating_point"] in layout["details"]
+            if result.get("murmur"):
+                murmur = text_of(driver, "plain-murmur")
+                assert murmur.startswith({"pt": "Sopro: o modelo", "en": "Murmur: the model"}[lang])
+            tap_details(driver)
+            wait(driver, lambda d: result["operating_point"] in text_of(d, "screen-result"), what="details opened")
+            driver.save_screenshot(str(shots / f"02-{decision}-{lang}-details.png"))
+            tap_details(driver)
+        if decision == "REFER":
+            assert REFERRAL["note"] in text_of(driver, "plain-note")
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+        assert text_of(driver, "slip-next").startswith(NEXT_STEP[decision, "en"])
+        driver.save_screenshot(str(shots / f"03-slip-{decision}-en.png"))
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+
+
+def test_a_noisy_room_asks_for_retakes_in_plain_words_and_then_for_clinical_auscultation(tmp_path):
+    """The noisy-room practice patient, no referral configured: the result names each site to record
+    again and why, in the worker's language; once AV has failed its retakes, it says to refer for
+    clinical auscultation, to a generic place, and the details tell the supervisor where to set one."""
+    with running_kiosk(tmp_path, speed=20.0, scenario="noisy") as kiosk, headless_chromium() as driver:
+        shots = screenshot_dir("result-words")
+        driver.get(kiosk.url)
+        wait(driver, lambda d: "ok" in classes_of(d, "device-pill"), what="device connected")
+        switch_language(driver, "pt")
+        assert kiosk.request("POST", "/api/patients", {"consent": True})[0] == 201
+        wait(driver, lambda d: text_of(d, "patient-code").startswith("PCG-"), what="patient on screen")
+        record_every_site(driver)
+        result = kiosk.server.state.result
+        assert result["decision"] == "RETAKE" and not result["cannot_assess"], result
+        failed = [s for s in SITES if not result["quality"][s]["ok"]]
+        assert failed
+        assert text_of(driver, "result-decision") == "Grave de novo: " + ", ".join(failed[:-1]) + \
+            (" e " if len(failed) > 1 else "") + failed[-1]
+        retake = text_of(driver, "plain-retake")
+        for site in failed:
+            assert site in retake
+        assert "desligue ou afaste-se do ruído" in retake  # the "noise" reason, as the worker can act on it
+        driver.save_screenshot(str(shots / "04-RETAKE-pt.png"))
+        switch_language(driver, "en")
+        assert "turn off or move away from the noise" in text_of(driver, "plain-retake")
+        layout = result_layout(driver)
+        assert not layout["open"] and layout["actions"] <= layout["viewport"], layout
+        driver.save_screenshot(str(shots / "04-RETAKE-en.png"))
+
+        by_id(driver, "btn-retake-now").click()
+        wait(driver, lambda d: by_id(d, "screen-record").is_displayed(), what="back to recording")
+        assert "current" in classes_of(driver, f"step-{failed[0]}")
+        for _ in range(2):  # AV's two retakes allowed fail too: the site cannot be assessed
+            wait(driver, lambda d: by_id(d, "btn-retake").is_displayed() and by_id(d, "btn-retake").is_enabled(),
+                 what="retake button")
+            before = kiosk.count("recordings")
+            by_id(driver, "btn-retake").click()
+            wait(driver, lambda d: kiosk.count("recordings") == before + 1 and by_id(d, "btn-retake").is_enabled(),
+                 what="site retaken")
+        wait(driver, lambda d: by_id(d, "btn-finish").is_displayed() and by_id(d, "btn-finish").is_enabled(),
+             what="finish button")
+        by_id(driver, "btn-finish").click()
+        wait(driver, lambda d: kiosk.server.state.result and kiosk.server.state.result["cannot_assess"],
+             what="cannot assess")
+        wait(driver, lambda d: "auscultation" in text_of(d, "result-decision"), what="cannot-assess screen")
+        sites = kiosk.server.state.result["cannot_assess"]
+        assert failed[0] in sites
+        assert text_of(driver, "result-decision") == "Cannot assess: refer for clinical auscultation"
+        assert "Refer the child to a doctor or the reference clinic" in text_of(driver, "plain-next")
+        assert not by_id(driver, "btn-retake-now").is_displayed()
+        unset = content_of(driver, "result-referral")
+        assert "box configuration" in unset and "referral" in unset
+        driver.save_screenshot(str(shots / "05-cannot-assess-en.png"))
+        switch_language(driver, "pt")
+        assert text_of(driver, "result-decision") == "Não foi possível avaliar: encaminhe para ausculta clínica"
+        assert "ausculta clínica" in text_of(driver, "plain-next")
+        driver.save_screenshot(str(shots / "05-cannot-assess-pt.png"))

@@ -155,6 +155,13 @@ def test_an_untrusted_model_allowed_explicitly_says_so_with_every_result(tmp_pat
     ('{"trusted": []}', 0o644, "unknown keys"),
     ('{"allow_unsigned_models": "yes"}', 0o644, "must be true or false"),
     ("[", 0o644, "not valid JSON"),
+    ('{"referral": "the hospital"}', 0o644, "referral must be an object such as"),
+    ('{"referral": {"place": "Hospital X", "phone": "0800"}}', 0o644, "referral has unknown keys ['phone']"),
+    ('{"referral": {"within_days": 30}}', 0o644, "referral.place must be text of 1 to 200 characters"),
+    ('{"referral": {"place": "  "}}', 0o644, "referral.place must be text of 1 to 200 characters"),
+    ('{"referral": {"place": "Hospital X", "within_days": 0}}', 0o644, "referral.within_days must be a whole number"),
+    ('{"referral": {"place": "Hospital X", "within_days": "30"}}', 0o644, "referral.within_days must be a whole number"),
+    ('{"referral": {"place": "Hospital X", "note": "line one\\nline two"}}', 0o644, "referral.note must be text"),
 ])
 def test_a_box_configuration_that_cannot_be_trusted_is_refused(tmp_path, content, mode, phrase):
     path = tmp_path / "box.json"
@@ -162,3 +169,14 @@ def test_a_box_configuration_that_cannot_be_trusted_is_refused(tmp_path, content
     path.chmod(mode)
     done = run("model", "--config", str(path))
     assert done.returncode == 2 and phrase in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_box_configuration_says_where_and_how_soon_children_are_referred(tmp_path):
+    from runtime.config import load_box_config
+
+    assert load_box_config(box_config(tmp_path)).referral is None  # the kiosk then names a generic place
+    place = "Ambulatório de Cardiologia Pediátrica, Hospital Regional"
+    config = load_box_config(box_config(tmp_path, referral={"place": f" {place} ", "within_days": 30}))
+    assert config.referral == {"place": place, "within_days": 30, "note": None}
+    config = load_box_config(box_config(tmp_path, referral={"place": place, "note": "Agende pelo telefone 0800"}))
+    assert config.referral == {"place": place, "within_days": None, "note": "Agende pelo telefone 0800"}

@@ -22,6 +22,9 @@ Practice (`pcg-runtime --device sim --scenario NAME`): the state carries the sce
 result is labelled with it, and the patients and recordings go to a store that is thrown away
 when the kiosk stops (runtime.cli).
 
+The state also carries the box configuration's referral (runtime.config: where a REFER goes and
+how soon), which the result screen and the referral slip name; None when the site has set none.
+
 Security: by default the server binds 127.0.0.1 and accepts only requests whose Host header names
 the loopback (a web page elsewhere cannot reach it by DNS rebinding). Any other bind address needs
 an access token of at least 16 characters. With a token (required there, optional on loopback)
@@ -284,11 +287,13 @@ class Busy(Exception):
 class KioskState:
     """What the app shows, kept here so every browser (and a reloaded page) sees the same thing."""
 
-    def __init__(self, hub: EventHub, seconds_per_site: float | None, practice: str | None = None):
+    def __init__(self, hub: EventHub, seconds_per_site: float | None, practice: str | None = None,
+                 referral: dict | None = None):
         self.hub = hub
         self.lock = threading.Lock()
         self.seconds_per_site = seconds_per_site
         self.practice = practice  # the practice scenario's name (runtime.cli --scenario); None: real patients
+        self.referral = referral  # where a REFER goes (runtime.config BoxConfig.referral); None: not configured
         self.device: dict = {"connected": False, "state": "connecting"}
         self.visit = None  # runtime.screening.Visit
         self.visit_info: dict | None = None
@@ -315,6 +320,7 @@ class KioskState:
                 "guided_sites": list(GUIDED_SITES),
                 "seconds_per_site": self.seconds_per_site,
                 "practice": self.practice,
+                "referral": self.referral,
                 "disclaimer": DISCLAIMER,
             }
 
@@ -499,6 +505,7 @@ class KioskServer:
         token: str | None = None,
         seconds_per_site: float | None = None,
         practice: str | None = None,
+        referral: dict | None = None,
     ):
         if not is_loopback(host):
             if token is None:
@@ -514,7 +521,7 @@ class KioskServer:
         self.port = port
         self.token = token
         self.hub = EventHub()
-        self.state = KioskState(self.hub, seconds_per_site, practice)
+        self.state = KioskState(self.hub, seconds_per_site, practice, referral)
         self.worker = BoxWorker(box_factory, self.state.on_box_event, self._keep_link_drained)
         self._status_published_at = 0.0
         self._idle_battery_pct: int | None = None
@@ -1164,13 +1171,14 @@ def serve(
     token: str | None = None,
     seconds_per_site: float | None = None,
     practice: str | None = None,
+    referral: dict | None = None,
     on_ready: Callable[[KioskServer], None] | None = None,
 ) -> int:
     """Serve the kiosk until Ctrl-C or SIGTERM; returns 0. Raises KioskConfigError when asked to
     listen beyond the loopback without a token, OSError when the port is taken, and whatever the
     box factory raised."""
     kiosk = KioskServer(box_factory, store=store, host=host, port=port, token=token, seconds_per_site=seconds_per_site,
-                        practice=practice)
+                        practice=practice, referral=referral)
     stopping = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
@@ -1191,11 +1199,18 @@ def serve(
 
 def serve_from_cli(args, *, model, store) -> int:
     """`pcg-runtime --kiosk`: serve the app for the stethoscope at `args.device_path` (the options
-    of runtime.cli's live parser: baud, seconds, operating_point, kiosk_host, port, token, scenario)."""
+    of runtime.cli's live parser: baud, seconds, operating_point, kiosk_host, port, token, scenario,
+    config). The box configuration's referral tells the health worker where a REFER goes."""
+    from runtime.config import ConfigError, load_box_config
     from runtime.screening import ScreeningBox
 
     if store is None:
         print("pcg-runtime: the kiosk keeps patients and recordings in the store: leave out --no-store", file=sys.stderr)
+        return 2
+    try:
+        referral = load_box_config(args.config).referral
+    except ConfigError as exc:
+        print(f"pcg-runtime: {exc}", file=sys.stderr)
         return 2
 
     def make_box(listener):
@@ -1204,7 +1219,7 @@ def serve_from_cli(args, *, model, store) -> int:
 
     try:
         return serve(make_box, store=store, host=args.kiosk_host, port=args.port, token=args.token,
-                     seconds_per_site=args.seconds, practice=args.scenario)
+                     seconds_per_site=args.seconds, practice=args.scenario, referral=referral)
     except KioskConfigError as exc:
         print(f"pcg-runtime: {exc}", file=sys.stderr)
         return 2

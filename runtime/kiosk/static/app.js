@@ -52,6 +52,9 @@ async function api(method, path, body) {
 
 // --- language ----------------------------------------------------------------------------
 
+/** The locale numbers and dates are written in: "0,29" and "6 de dez. de 2026" in Portuguese. */
+function locale() { return app.lang === "pt" ? "pt-BR" : "en-GB"; }
+
 function applyLanguage() {
   document.documentElement.lang = app.lang === "pt" ? "pt-BR" : "en";
   for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
@@ -251,7 +254,7 @@ function renderOpenVisit() {
   const box = $("open-visit");
   box.hidden = !open;
   if (open) {
-    const started = new Date(open.started_utc).toLocaleString(app.lang === "pt" ? "pt-BR" : "en-GB",
+    const started = new Date(open.started_utc).toLocaleString(locale(),
       { dateStyle: "short", timeStyle: "short" });
     $("open-visit-who").textContent = t("open.who", {
       code: open.patient_code, details: describeDemographics(open.demographics || {}), started,
@@ -445,6 +448,14 @@ async function record(site) {
   if (!reply.ok) { app.failure = { site, message: reply.data.error || `HTTP ${reply.status}` }; renderRecord(); }
 }
 
+/** From a RETAKE result to the recording screen, at the first site it asks for. */
+function retakeNow() {
+  const first = retakeSites(app.state.result)[0];
+  app.site = first ? first.site : app.site;
+  app.failure = null; app.wave = [];
+  show("record");
+}
+
 async function finish() {
   $("btn-finish").disabled = true;
   const reply = await api("POST", "/api/visit/finish", {});
@@ -453,8 +464,98 @@ async function finish() {
 }
 
 // --- result and referral slip ----------------------------------------------------------------
+// The top of the result says, in the chosen language, what to do next and what to tell the family;
+// the figures the decision came from (probability, threshold, operating point, model provenance)
+// are under "Details (for the supervisor)", numbers and dates in the language's own format.
 
-function percent(p) { return p === null || p === undefined ? "—" : `${Math.round(p * 100)}%`; }
+function percent(p) {
+  return p === null || p === undefined ? "—" : new Intl.NumberFormat(locale(), { style: "percent" }).format(p);
+}
+
+function decimal(x, digits = 2) {
+  return x === null || x === undefined ? "—"
+    : new Intl.NumberFormat(locale(), { minimumFractionDigits: digits, maximumFractionDigits: digits }).format(x);
+}
+
+function number(x) { return new Intl.NumberFormat(locale()).format(x); }
+
+/** "0,29 (29%)" in Portuguese: a probability as the model gives it and as a share. */
+function probabilityText(p) { return p === null || p === undefined ? "—" : `${decimal(p)} (${percent(p)})`; }
+
+/** The text of `key.one` or `key.other`, as the language's plural rule says for `days`. */
+function inDays(key, days, vars) {
+  const form = new Intl.PluralRules(locale()).select(days);
+  return t(`${key}.${`${key}.${form}` in window.I18N[app.lang] ? form : "other"}`, { ...vars, days });
+}
+
+function siteList(sites) {
+  return new Intl.ListFormat(locale(), { style: "long", type: "conjunction" }).format(sites);
+}
+
+function cannotAssess(r) { return (r.cannot_assess || []).length > 0; }
+
+/** The sites a RETAKE asks for (failed the gate, or not recorded) with a sentence for each reason. */
+function retakeSites(r) {
+  const quality = r.quality || {};
+  const failed = Object.keys(quality).filter((site) => !quality[site].ok);
+  const missing = app.state.guided_sites.filter((site) => !(site in quality));
+  return [
+    ...failed.map((site) => ({ site, why: (quality[site].reasons || []).map((reason) =>
+      `quality.${reason}` in window.I18N[app.lang] ? t(`quality.${reason}`) : t("retake.other")) })),
+    ...missing.map((site) => ({ site, why: [t("retake.not_recorded")] })),
+  ];
+}
+
+/** [{sites, why}]: the sites to retake grouped by what to do about them, so one sentence is read once. */
+function sameReasons(retake) {
+  const groups = new Map();
+  for (const { site, why } of retake) {
+    const text = why.join(" ");
+    groups.set(text, [...(groups.get(text) || []), site]);
+  }
+  return [...groups].map(([why, sites]) => ({ sites, why }));
+}
+
+/** The sentence that says where to refer: the site's configured place (and how soon), else a generic one. */
+function referSentence() {
+  const referral = app.state.referral;
+  if (!referral) return t("plain.refer_generic");
+  return referral.within_days ? inDays("plain.refer_place_days", referral.within_days, { place: referral.place })
+    : t("plain.refer_place", { place: referral.place });
+}
+
+/** {headline, next, family, retake: [{site, why}], murmur}: the plain words for result r. */
+function plainWords(r) {
+  const referral = app.state.referral;
+  if (cannotAssess(r)) {
+    const sites = siteList(r.cannot_assess);
+    return {
+      headline: t("result.CANNOT_ASSESS"),
+      next: referral ? t("plain.cannot_assess_place", { sites, place: referral.place }) : t("plain.cannot_assess_generic", { sites }),
+      family: t("plain.cannot_assess_family"), note: referral && referral.note, retake: [],
+    };
+  }
+  if (r.decision === "RETAKE") {
+    const retake = retakeSites(r);
+    return { headline: t("plain.retake_title", { sites: siteList(retake.map((x) => x.site)) }), next: t("plain.retake"),
+             family: t("plain.retake_family"), retake };
+  }
+  const murmur = r.murmur ? likeliestMurmur(r.murmur) : null;
+  const heard = murmur ? t(`plain.murmur.${murmur}`) : null;
+  if (r.decision === "REFER") {
+    return { headline: t("result.REFER"), next: referSentence(), family: t("plain.refer_family"),
+             note: referral && referral.note, retake: [], murmur: heard };
+  }
+  if (r.decision === "NO_REFER") {
+    return { headline: t("result.NO_REFER"), next: t("plain.no_refer"), family: t("plain.no_refer_family"), retake: [], murmur: heard };
+  }
+  return { headline: t("result.NONE"), next: t("plain.none"), retake: [] };
+}
+
+function likeliestMurmur(murmur) {
+  const order = ["Present", "Unknown", "Absent"].filter((k) => k in murmur);
+  return order.reduce((a, b) => (murmur[b] > murmur[a] ? b : a));
+}
 
 function renderResult() {
   const r = app.state.result;
@@ -462,21 +563,49 @@ function renderResult() {
   if (!r) return;
   $("result-practice").hidden = !r.practice;
   if (r.practice) $("result-practice").textContent = practiceText("practice.result", r.practice);
+  const words = plainWords(r);
   const decision = $("result-decision");
-  decision.className = "decision " + (r.decision || "NONE");
-  decision.textContent = t(`result.${r.decision || "NONE"}`);
+  decision.className = "decision " + (cannotAssess(r) ? "CANNOT_ASSESS" : r.decision || "NONE");
+  decision.textContent = words.headline;
   decision.dataset.decision = r.decision || "";
-  $("result-probability").textContent = percent(r.probability);
-  $("result-threshold").textContent = r.threshold != null ? t("result.threshold", { threshold: percent(r.threshold), point: r.operating_point }) : "";
-  $("result-reason").textContent = r.reason;
+  $("plain-next").textContent = words.next;
+  $("plain-retake").hidden = words.retake.length === 0;
+  $("plain-retake").replaceChildren(...sameReasons(words.retake).map(({ sites, why }) =>
+    el("li", {}, el("strong", { textContent: siteList(sites) }), `: ${why}`)));
+  $("plain-note").hidden = !words.note;
+  $("plain-note").textContent = words.note || "";
+  $("plain-family").hidden = !words.family;
+  $("plain-family-text").textContent = words.family || "";
+  $("plain-murmur").hidden = !words.murmur;
+  $("plain-murmur").textContent = words.murmur || "";
+  const retake = r.decision === "RETAKE" && !cannotAssess(r);
+  $("btn-retake-now").hidden = !retake;
+  $("btn-print").hidden = retake;  // nothing to refer yet
+  $("btn-new").classList.toggle("primary", !retake);
+  $("notice").textContent = app.lang === "en" ? r.disclaimer : t("result.notice");
+  renderDetails(r);
+  renderSlip(r, words);
+}
+
+function renderDetails(r) {
+  $("result-probability").textContent = probabilityText(r.probability);
+  $("result-threshold").textContent = r.threshold != null ? decimal(r.threshold) : "—";
+  $("result-point").textContent = r.operating_point || "—";
+  const rule = r.decision === "REFER" || r.decision === "NO_REFER"
+    ? t(`details.rule_${r.decision.toLowerCase()}`, { probability: decimal(r.probability), threshold: decimal(r.threshold) })
+    : null;
+  // the runtime's own reason is English: other languages get the rule in their words, or the plain block above
+  $("result-reason").textContent = rule || (app.lang === "en" ? r.reason : retakeReason(r));
   const murmur = r.murmur || null;
   $("result-murmur").hidden = !murmur;
   if (murmur) {
     const order = ["Present", "Unknown", "Absent"].filter((k) => k in murmur);
-    const likeliest = order.reduce((a, b) => (murmur[b] > murmur[a] ? b : a));
-    $("result-murmur-class").textContent = t(`murmur.${likeliest}`);
-    $("result-murmur-shares").textContent = "(" + order.map((k) => `${t(`murmur.${k}`)} ${percent(murmur[k])}`).join(", ") + ")";
+    $("result-murmur").textContent = t("details.murmur_shares", { shares: order.map((k) => `${t(`murmur.${k}`)} ${percent(murmur[k])}`).join(", ") });
   }
+  const referral = app.state.referral;
+  $("result-referral").textContent = referral
+    ? t("details.referral_set", { place: referral.place, days: referral.within_days ? inDays("details.referral_days", referral.within_days) : "" })
+    : t("details.referral_unset");
   const contrib = $("contrib");
   contrib.replaceChildren();
   const entries = Object.entries(r.site_contributions || {});
@@ -484,7 +613,7 @@ function renderResult() {
   for (const [site, value] of entries) {
     const bar = el("div", { className: "bar" });
     bar.style.width = `${Math.round((Math.abs(value) / top) * 100)}%`;
-    contrib.append(el("strong", { textContent: site }), el("div", {}, bar), el("span", { textContent: value.toFixed(2) }));
+    contrib.append(el("strong", { textContent: site }), el("div", {}, bar), el("span", { textContent: decimal(value) }));
   }
   const unused = r.unused && r.unused.length ? r.unused : [r.model ? t("result.nothing_unused") : t("result.NONE")];
   $("unused").replaceChildren(...unused.map((u) => el("li", { textContent: u })));
@@ -492,30 +621,55 @@ function renderResult() {
   model.replaceChildren();
   for (const [key, value] of Object.entries(r.model || {})) {
     if (value === null || value === undefined || value === "") continue;
-    const text = typeof value === "object" ? Object.entries(value).map(([k, v]) => `${k}: ${v}`).join(", ") : String(value);
-    model.append(el("dt", { textContent: key }), el("dd", { textContent: key === "graph_sha256" ? text.slice(0, 16) + "…" : text }));
+    model.append(el("dt", { textContent: `model.${key}` in window.I18N[app.lang] ? t(`model.${key}`) : key }),
+                 el("dd", { textContent: modelValue(key, value) }));
   }
   if (!r.model) model.append(el("dt", { textContent: "—" }), el("dd", { textContent: t("result.NONE") }));
-  $("notice").textContent = app.lang === "en" ? r.disclaimer : t("result.notice");
-  renderSlip(r);
 }
 
-function renderSlip(r) {
+/** The sites to retake and why, in the language's words (the details' reason for a RETAKE outside English). */
+function retakeReason(r) {
+  if (r.decision !== "RETAKE") return t(`result.${r.decision || "NONE"}`);
+  return sameReasons(retakeSites(r)).map(({ sites, why }) => `${siteList(sites)}: ${why}`).join(" ");
+}
+
+function localDate(text) {
+  const date = new Date(text);
+  return Number.isNaN(date.getTime()) ? String(text) : date.toLocaleString(locale(), { dateStyle: "medium", timeStyle: "short" });
+}
+
+function modelValue(key, value) {
+  if (key === "graph_sha256") return String(value).slice(0, 16) + "…";
+  if (key === "created_utc") return localDate(value);
+  const one = (v) => typeof v === "number" ? decimal(v, 3) : String(v);
+  if (typeof value === "object") {
+    return Object.entries(value).filter(([, v]) => v !== null && v !== undefined)
+      .map(([k, v]) => `${k}: ${/_utc$/.test(k) ? localDate(v) : one(v)}`).join(", ");
+  }
+  return one(value);
+}
+
+function renderSlip(r, words) {
   const visit = app.state.visit || {};
   const demo = visit.demographics || {};
   const unknown = t("patient.unknown");
   $("slip-practice").hidden = !r.practice;
   if (r.practice) $("slip-practice").textContent = practiceText("practice.slip", r.practice);
   $("slip-code").textContent = r.patient_code || visit.patient_code || "";
-  $("slip-date").textContent = new Date().toLocaleString(app.lang === "pt" ? "pt-BR" : "en-GB");
+  $("slip-date").textContent = new Date().toLocaleString(locale(), { dateStyle: "medium", timeStyle: "short" });
   $("slip-demographics").textContent = [
     demo.age_group ? t(`age.${demo.age_group}`) : unknown, demo.sex ? t(`sex.${demo.sex}`) : unknown,
-    demo.height_cm != null ? `${demo.height_cm} cm` : unknown, demo.weight_kg != null ? `${demo.weight_kg} kg` : unknown,
+    demo.height_cm != null ? `${number(demo.height_cm)} cm` : unknown, demo.weight_kg != null ? `${number(demo.weight_kg)} kg` : unknown,
   ].join(" / ");
-  $("slip-decision").textContent = t(`result.${r.decision || "NONE"}`);
-  $("slip-probability").textContent = percent(r.probability);
+  $("slip-decision").textContent = words.headline;
+  $("slip-next").textContent = [words.next, ...sameReasons(words.retake).map(({ sites, why }) => `${siteList(sites)}: ${why}`), words.note || ""]
+    .filter((x) => x).join(" ");
+  $("slip-family-row").hidden = !words.family;
+  $("slip-family").textContent = words.family || "";
+  $("slip-murmur-row").hidden = !words.murmur;
+  $("slip-murmur").textContent = words.murmur ? t(`murmur.${likeliestMurmur(r.murmur)}`) : "";
+  $("slip-probability").textContent = probabilityText(r.probability);
   $("slip-sites").textContent = Object.keys(app.state.sites || {}).join(", ");
-  $("slip-reason").textContent = r.reason;
   $("slip-model").textContent = r.model ? `${r.model.name || ""} ${String(r.model.graph_sha256 || "").slice(0, 12)}` : "—";
 }
 
@@ -529,7 +683,7 @@ async function loadToday() {
   for (const v of reply.data.visits) {
     const status = ["in_progress", "incomplete", "no_decision", "closed_unfinished"].includes(v.status)
       ? t(`today.${v.status}`) : t(`result.${v.status}`);
-    const time = new Date(v.created_at).toLocaleTimeString(app.lang === "pt" ? "pt-BR" : "en-GB", { hour: "2-digit", minute: "2-digit" });
+    const time = new Date(v.created_at).toLocaleTimeString(locale(), { hour: "2-digit", minute: "2-digit" });
     rows.append(el("tr", {},
       el("td", { textContent: v.code }), el("td", { textContent: time }),
       el("td", { textContent: `${v.sites_recorded} / 4` }),
@@ -631,6 +785,7 @@ function start() {
   $("btn-finish").addEventListener("click", finish);
   $("btn-print").addEventListener("click", () => window.print());
   $("btn-new").addEventListener("click", () => show("patient"));
+  $("btn-retake-now").addEventListener("click", retakeNow);
   $("btn-open-continue").addEventListener("click", () => answerOpenVisit(true));
   $("btn-open-close").addEventListener("click", () => answerOpenVisit(false));
   $("btn-unfinished-close").addEventListener("click", () => answerUnfinished(true));
