@@ -1,6 +1,7 @@
-"""The bundled default model (runtime/models/default.onnx): it loads through runtime.inference, its
-manifest says what it is and how it was made and measured, the field runtime reproduces the outputs
-recorded at export on real recordings, and a prediction needs neither torch, scipy nor onnx."""
+"""The bundled default model (runtime/models/default.onnx), the children's model: it loads through
+runtime.inference, its manifest says what it is, how it was made and measured and on whom, the field
+runtime reproduces the outputs recorded at export on real CirCor children (outcome and murmur), and a
+prediction needs neither torch, scipy nor onnx. Rebuilt by scripts/build_default_model.sh."""
 
 from __future__ import annotations
 
@@ -11,13 +12,19 @@ from datetime import datetime
 
 import pytest
 
-from runtime.dsp import assemble_patient, compute_features
-from runtime.formats.wav import read_wav
+from runtime.batch import _longest_per_site
+from runtime.dsp import compute_features
+from runtime.formats import load_dataset
 from runtime.inference import Model, default_model_path
 from runtime.manifest import DISCLAIMER
+from runtime.records import MURMUR_CLASSES
+from runtime.triage import outside_population, score_patient
+from runtime.records import Demographics
 
 REFERENCE = default_model_path().with_name("default.reference.json")
-MAX_BYTES = 2_000_000  # committed to git: a 5-fold float ensemble is ~1.3 MB
+# committed to git: two 5-fold float ensembles (outcome and murmur) are ~2.7 MB
+MAX_BYTES = 4_000_000
+AGE_GROUPS = {"Neonate", "Infant", "Child", "Adolescent", "Young adult"}
 
 
 @pytest.fixture(scope="module")
@@ -31,53 +38,74 @@ def test_the_bundled_model_is_the_default_and_small(model):
     assert model.provider == "CPUExecutionProvider" or model.provider.endswith("ExecutionProvider")
 
 
-def test_manifest_states_data_folds_date_and_commands(model):
+def test_it_is_the_children_s_model_with_demographics_and_a_murmur_head(model):
+    m = model.manifest
+    assert m.task == "outcome" and model.uses_metadata  # the hypernetwork reads the demographics
+    assert m.class_names["murmur"] == list(MURMUR_CLASSES)
+    assert "referral decision is the outcome head's alone" in m.inference["murmur_head"]["rule"]
+    assert m.inference["ensemble"]["models"] == 5 and m.inference["murmur_head"]["folds"] == 5
+    assert {"AV", "PV", "TV", "MV"} <= set(model.sites_trained)
+
+
+def test_manifest_states_data_folds_population_date_and_commands(model):
     m = model.manifest
     data = m.training_data
-    assert data["dataset"].endswith("physionet2016") and data["format"] == "physionet2016"
-    assert data["folds"] == "5" and len(data["fold_models"]) == 5 and data["patients"] > 1000
-    assert m.inference["ensemble"]["models"] == 5
+    assert data["dataset"].endswith("circor") and data["format"] == "circor" and data["unit"] == "patient"
+    assert data["folds"].endswith("circor-p0.json") and len(data["fold_models"]) == 5 and data["patients"] > 500
+    population = data["population"]  # the runtime warns about a child from a group the model barely saw
+    assert population["patients"] == data["patients"] and set(population["age_group"]) - {"not given"} <= AGE_GROUPS
     datetime.strptime(m.created_utc, "%Y-%m-%dT%H:%M:%SZ")
     assert m.code_version and m.code_version != "unknown"
-    trainings = [c for c in m.commands if "trainer" in c and "--data" in c]
-    assert [("--folds 5" in c, "--folds lodo" in c) for c in trainings] == [(True, False), (False, True)]
+    outcome, murmur = ([c for c in m.commands if "trainer" in c and f"--task {task}" in c] for task in ("outcome", "murmur"))
+    assert len(outcome) == 1 and "--model hyper" in outcome[0] and "--extra-data" in outcome[0]
+    assert len(murmur) == 1 and "--model hyper" in murmur[0]
     (export,) = [c for c in m.commands if c.startswith("pcg-export ")]
-    assert "--lodo-run" in export and "--reference-ids" in export
+    assert "--murmur-run" in export and "--reference-ids" in export
     assert m.disclaimer == DISCLAIMER
 
 
-def test_manifest_metrics_are_labelled_out_of_fold_and_leave_one_database_out(model):
+def test_manifest_metrics_are_the_shipped_ensembles_out_of_fold_figures(model):
     metrics = model.manifest.metrics
-    assert metrics["measured_as"].startswith("out-of-fold (5-fold")
-    lodo = metrics["leave_one_database_out"]
-    assert lodo["measured_as"].startswith("leave-one-database-out")
-    for block in (metrics, lodo):
-        assert 0.0 <= block["pooled"]["auroc"] <= 1.0 and len(block["pooled"]["auroc_ci"]) == 2
-        assert set(block["by_group"]) == {"training-a", "training-c", "training-d", "training-e"}
-    assert set(lodo["folds"]) == {"training-a", "training-c", "training-d", "training-e"}
+    assert metrics["measured_as"].startswith("out-of-fold")
+    assert 0.5 < metrics["pooled"]["auroc"] <= 1.0 and len(metrics["pooled"]["auroc_ci"]) == 2
+    assert set(metrics["folds"]) == {f"fold{k}" for k in range(1, 6)}
+    murmur = metrics["murmur_head"]
+    assert murmur["measured_as"].startswith("out-of-fold") and 0.0 < murmur["pooled"]["murmur"]["weighted_accuracy"] <= 1.0
 
 
-def test_manifest_operating_points_have_thresholds_and_cross_validated_figures(model):
+def test_operating_points_include_a_screening_programme_s_prevalence(model):
     points = model.manifest.operating_points
-    assert set(points) == {"cost_optimal", "high_sensitivity"} and model.manifest.default_operating_point == "cost_optimal"
+    assert {"cost_optimal", "high_sensitivity", "cost_optimal_prevalence_10", "cost_optimal_prevalence_5"} <= set(points)
+    assert model.manifest.default_operating_point == "cost_optimal"
     for point in points.values():
         assert 0.0 < point.threshold < 1.0 and point.description
         assert 0.0 <= point.sensitivity <= 1.0 and 0.0 <= point.specificity <= 1.0
+    assert points["high_sensitivity"].sensitivity >= points["cost_optimal"].sensitivity
 
 
-def test_the_runtime_reproduces_the_reference_outputs_on_shared_recordings(model, physionet2016_root):
+def test_an_adult_or_a_neonate_gets_the_outside_the_population_warning(model):
+    manifest = model.manifest
+    assert outside_population(manifest, Demographics(age_group="Child", sex="Female")) == []
+    assert outside_population(manifest, Demographics(age_group="Neonate"))  # 6 neonates among the shared children
+    assert outside_population(manifest, Demographics(age_group="Young adult"))
+
+
+def test_the_runtime_reproduces_the_reference_outputs_on_shared_children(model, circor_root):
     reference = json.loads(REFERENCE.read_text())
     assert reference["model_graph_sha256"] == model.manifest.graph_sha256
     rows = reference["recordings"]
     assert len(rows) >= 20 and {r["label"] for r in rows} == {"Abnormal", "Normal"}
-    tensors = []
+    patients = {p.patient_id: p for p in load_dataset(circor_root).patients}
     for row in rows:
-        audio = read_wav(physionet2016_root / row["group"] / f"{row['id']}.wav")
-        tensors.append(assemble_patient([("Phc", 0, compute_features(audio, model.frontend))], model.frontend))
-    for row, prediction in zip(rows, model.predict_batch(tensors)):
-        assert prediction.probability == pytest.approx(row["probability"], abs=1e-4), row["id"]
-        assert prediction.logit == pytest.approx(row["logit"], abs=1e-3), row["id"]
-        assert prediction.site_contributions == {"Phc": pytest.approx(1.0)}
+        patient = patients[row["id"]]
+        audio, errors = _longest_per_site(patient, model.frontend)
+        assert not errors
+        features = {site: compute_features(a, model.frontend) for site, a in audio.items()}
+        score = score_patient(model, features, patient.demographics, model.frontend)
+        assert score.probability == pytest.approx(row["probability"], abs=1e-4), row["id"]
+        assert score.logit == pytest.approx(row["logit"], abs=1e-3), row["id"]
+        assert score.murmur == pytest.approx(row["murmur"], abs=1e-4), row["id"]
+        assert sum(score.site_contributions.values()) == pytest.approx(1.0, abs=1e-4)
 
 
 LEAN_PREDICTION = """

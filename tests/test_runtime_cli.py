@@ -48,7 +48,10 @@ def test_a_simulated_patient_is_screened_with_the_bundled_model_and_stored_witho
     assert (result["decision"] == "REFER") == (result["probability"] >= result["threshold"])
     assert set(result["site_contributions"]) == {"AV", "PV", "TV", "MV"}
     assert result["model"]["graph_sha256"] and result["model"]["provider"] == "CPUExecutionProvider"
-    assert any("demographics" in note for note in result["unused"])  # the bundled model ignores them: said so
+    # the children's model reads the demographics: what was not given is said, and it is not "without demographics"
+    assert any(note.startswith("not given: weight") for note in result["unused"])
+    assert not any("without demographics" in note for note in result["unused"])
+    assert set(result["murmur"]) == {"Present", "Unknown", "Absent"}  # its murmur head, beside the outcome
     assert "research use" in result["disclaimer"]
     assert [s["site"] for s in report["sites"]] == ["AV", "PV", "TV", "MV"]
     # a loaded test machine may fall behind the 10x emulator, and the link then drops frames: the
@@ -149,7 +152,8 @@ def test_triage_gives_every_patient_a_row_with_retake_reasons(tmp_path, capsys):
     out = tmp_path / "results.csv"
     assert main(["triage", str(tmp_path / "wavs"), "--out", str(out), "--quiet"]) == 0
     rows = {r["patient_id"]: r for r in csv.DictReader(out.open())}
-    assert list(next(csv.reader(out.open()))) == ["patient_id", "outcome_probability", "decision", "reason"]
+    assert list(next(csv.reader(out.open()))) == ["patient_id", "outcome_probability", "decision", "reason",
+                                                  "murmur_present", "murmur_unknown", "murmur_absent"]  # contract 6
     assert set(rows) >= {"long1", "long2", "short"}
     for name in ("long1", "long2"):
         assert rows[name]["decision"] in ("REFER", "NO_REFER") and 0 <= float(rows[name]["outcome_probability"]) <= 1

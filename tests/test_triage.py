@@ -1,5 +1,6 @@
 """runtime.triage: decisions at the manifest's operating points, RETAKE that keeps the probability,
-what the model could not use, and per-site scoring with the bundled model."""
+what the model could not use, and per-site scoring: the bundled children's model fuses the sites and
+reads the demographics; an audio-only model (trained here in seconds) scores each site alone."""
 
 from __future__ import annotations
 
@@ -21,6 +22,25 @@ from runtime.triage import Score, decide, model_limits, score_patient, score_sit
 @pytest.fixture(scope="module")
 def model():
     return Model.load()
+
+
+@pytest.fixture(scope="module")
+def audio_only(tmp_path_factory):
+    """An audio-only (primary) model trained on one-site PhysioNet-layout recordings, as the adult model
+    was: it scores each site alone as an unknown location, and ignores the demographics."""
+    pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[train,export]'); training needs it")
+    pytest.importorskip("onnx", reason="onnx is not installed (pip install -e '.[export]')")
+    from export.cli import main as pcg_export
+    from tests.trainer_fixtures import write_physionet_folder
+    from trainer.crossval import main as pcg_train
+
+    root = tmp_path_factory.mktemp("audio-only")
+    data = write_physionet_folder(root / "pn", {"training-a": 8, "training-b": 8}, seed=2)
+    assert pcg_train(["--data", str(data), "--model", "primary", "--folds", "2", "--epochs", "1", "--eval-crops", "2",
+                      "--cache", str(root / "cache"), "--out", str(root / "run"), "--quiet"]) == 0
+    out = root / "primary.onnx"
+    assert pcg_export([str(root / "run"), "--out", str(out), "--cache", str(root / "cache"), "--allow-weak-model"]) == 0
+    return Model.load(out)
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +92,27 @@ def test_a_site_beyond_its_retakes_is_cannot_assess_not_another_retake(model, pa
     assert ordinary.cannot_assess == () and ordinary.reason.startswith("retake PV: ")
 
 
-def test_what_the_model_could_not_use_is_said(model):
-    assert any("without demographics" in n for n in model_limits(model.manifest, Demographics(), ["AV"]))
-    with_metadata = dataclasses.replace(model.manifest, metadata_features=METADATA_FEATURES)
+def test_what_the_model_could_not_use_is_said(model, audio_only):
+    assert any("without demographics" in n for n in model_limits(audio_only.manifest, Demographics(), ["AV"]))
+    with_metadata = dataclasses.replace(audio_only.manifest, metadata_features=METADATA_FEATURES)
     notes = model_limits(with_metadata, Demographics(age_group="Child", weight_kg=20.0), ["AV", "Phc"])
     assert any(n.startswith("not given: sex, height;") for n in notes)
     assert any("unknown chest location only: AV were" in n for n in notes)  # Phc is what it was trained on
+    children = model_limits(model.manifest, Demographics(age_group="Child", weight_kg=20.0), ["AV", "PV", "TV", "MV"])
+    assert any(n.startswith("not given: sex, height") for n in children)  # the bundled model reads them
+    assert not any("without demographics" in n or "unknown chest location" in n for n in children)
 
 
-def test_sites_scored_while_recording_give_the_same_patient_score(model, patient):
+def test_the_bundled_model_fuses_the_sites_and_weighs_them(model, patient):
+    features, _ = patient
+    whole = score_patient(model, features, Demographics(age_group="Child"), model.frontend)
+    assert whole.contribution_kind == "fusion_weight" and set(whole.site_contributions) == set(features)
+    assert sum(whole.site_contributions.values()) == pytest.approx(1.0, abs=1e-4)
+    assert set(whole.murmur) == {"Present", "Unknown", "Absent"}
+
+
+def test_sites_scored_while_recording_give_the_same_patient_score(audio_only, patient):
+    model = audio_only
     features, _ = patient
     demo = Demographics(age_group="Child")
     whole = score_patient(model, features, demo, model.frontend)
@@ -111,5 +143,7 @@ def test_a_patient_from_a_group_the_model_barely_saw_gets_a_warning(model):
     (pregnant,) = warnings(Demographics(age_group="Adolescent", sex="Female", pregnant=True))
     assert "only 12 pregnant patients" in pregnant
     assert warnings(Demographics()) == []  # nothing known, nothing claimed
-    assert [n for n in model_limits(model.manifest, Demographics(age_group="Neonate"), sites)
+    counted = {k: v for k, v in model.manifest.training_data.items() if k != "population"}
+    uncounted = dataclasses.replace(model.manifest, training_data=counted)
+    assert [n for n in model_limits(uncounted, Demographics(age_group="Neonate"), sites)
             if n.startswith("outside")] == []  # a manifest without population counts says nothing
