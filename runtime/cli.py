@@ -31,10 +31,12 @@ import select
 import signal
 import sys
 import tempfile
+from datetime import datetime, timezone
 from contextlib import ExitStack
 from pathlib import Path
 
 from firmware_bridge.host import LinkError
+from runtime.clock import clock_warning, newest_record
 from runtime.manifest import DISCLAIMER
 from runtime.metadata import PREGNANCY_AGE_GROUPS
 from runtime.records import AGE_GROUPS, SEXES, Demographics
@@ -378,6 +380,10 @@ def run_live(args, model, store) -> dict:
         status = box.connect()
         say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
         say(f"stethoscope on {args.device}: firmware {status['firmware']}, {status['rate_hz']} Hz")
+        clock = clock_warning(datetime.now(timezone.utc), newest_record=newest_record(store),
+                              model_created=None if model is None else model.manifest.created_utc)
+        if clock is not None:
+            print(f"WARNING: {clock['message']}", file=sys.stderr)
         if args.scenario:
             from firmware_bridge.scenarios import SCENARIOS
 

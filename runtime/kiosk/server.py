@@ -60,7 +60,7 @@ import uuid
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import Future
-from datetime import datetime
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
@@ -75,6 +75,7 @@ from runtime.kiosk.api import (
     parse_recording,
     require_object,
 )
+from runtime.clock import clock_warning, newest_record
 from runtime.manifest import DISCLAIMER
 from runtime.sites import GUIDED_SITES
 from runtime.store import InvalidDemographicsError, LowDiskSpaceError, StoreError, export_records
@@ -303,6 +304,7 @@ class KioskState:
         self.recording: dict | None = None  # {"site", "seconds"}
         self.open_visit: dict | None = None  # a visit left open by a crash, awaiting the operator's word
         self.model_uses_demographics: bool | None = None  # None: no model loaded
+        self.clock: dict | None = None  # runtime.clock.clock_warning: the box's clock looks wrong
         self.cancel = threading.Event()
 
     def snapshot(self) -> dict:
@@ -317,6 +319,7 @@ class KioskState:
                 "recording": self.recording,
                 "open_visit": self.open_visit,
                 "model_uses_demographics": self.model_uses_demographics,
+                "clock": self.clock,
                 "guided_sites": list(GUIDED_SITES),
                 "seconds_per_site": self.seconds_per_site,
                 "practice": self.practice,
@@ -642,8 +645,11 @@ class KioskServer:
         confirms that the child in front of them is that visit's patient (POST /api/visit/continue)
         or says it is another child (POST /api/visit/close); a new patient is refused meanwhile."""
         self._open_visits = box.resumable()
+        clock = clock_warning(datetime.now(timezone.utc), newest_record=newest_record(self.store),
+                              model_created=None if box.model is None else box.model.manifest.created_utc)
         with self.state.lock:
             self.state.model_uses_demographics = None if box.model is None else bool(box.model.uses_metadata)
+            self.state.clock = clock
         self._publish_open_visit()
 
     def _publish_open_visit(self) -> None:

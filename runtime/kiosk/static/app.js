@@ -248,8 +248,21 @@ function renderDemographicsNote() {
   if (!note.hidden) note.textContent = t(uses ? "patient.uses_demographics" : "patient.ignores_demographics");
 }
 
+/** A clock earlier than the newest record or than the model's making (runtime/clock.py): said
+ * before anyone screens, in the operator's language and the locale's date format. */
+function renderClock() {
+  const clock = app.state.clock;
+  const box = $("clock-warning");
+  box.hidden = !clock;
+  if (clock) {
+    const when = (iso) => new Date(iso).toLocaleString(locale(), { dateStyle: "short", timeStyle: "short" });
+    box.textContent = t(`clock.${clock.code}`, { now: when(clock.now), then: when(clock.not_before) });
+  }
+}
+
 function renderOpenVisit() {
   renderDemographicsNote();
+  renderClock();
   const open = app.state.open_visit;
   const box = $("open-visit");
   box.hidden = !open;
