@@ -99,6 +99,13 @@ def test_a_whole_patient_is_screened_in_the_browser(tmp_path):
             wait(driver, lambda d: by_id(d, "btn-record").is_displayed() and by_id(d, "btn-record").is_enabled(),
                  what=f"record button for {site}")
             assert "current" in classes_of(driver, f"step-{site}")
+            # the chest diagram shows where this site is, and which sites are done
+            assert by_id(driver, "chest").is_displayed()
+            assert "current" in by_id(driver, f"chest-{site}").get_attribute("class")
+            assert all({"ok", "retake"} & set(by_id(driver, f"chest-{s}").get_attribute("class").split())
+                       for s in SITES[:SITES.index(site)])
+            # the next action is reachable without scrolling at 800x480
+            assert driver.execute_script("return document.getElementById('btn-record').getBoundingClientRect().bottom") <= 480
             by_id(driver, "btn-record").click()
             if site == "AV":
                 wait(driver, lambda d: not text_of(d, "timer").startswith("0.0 /"), what="live timer")

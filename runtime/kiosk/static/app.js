@@ -377,6 +377,7 @@ function renderRecord() {
     button.textContent = site + (done ? (done.quality.ok ? " ✓" : " !") : "");
     button.className = (site === app.site ? "current " : "") + (done ? (done.quality.ok ? "ok" : "retake") : "");
     button.disabled = busy || finished(s);
+    $(`chest-${site}`).setAttribute("class", "spot " + button.className);
   }
   const site = app.site;
   const done = s.sites[site];
