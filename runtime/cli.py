@@ -31,8 +31,8 @@ import select
 import signal
 import sys
 import tempfile
-from datetime import datetime, timezone
 from contextlib import ExitStack
+from datetime import datetime, timezone
 from pathlib import Path
 
 from firmware_bridge.host import LinkError
