@@ -164,6 +164,7 @@ class ScreeningBox:
         if model is not None:
             self.operating_point = named_operating_point(model.manifest, operating_point)[0]
             self._model_record = store.register_model(model.manifest) if store is not None else None
+            model.warm_up()  # so the first child's decision is as quick as the next ones
         else:
             self.operating_point = operating_point
             self._model_record = None

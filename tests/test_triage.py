@@ -147,3 +147,15 @@ def test_a_patient_from_a_group_the_model_barely_saw_gets_a_warning(model):
     uncounted = dataclasses.replace(model.manifest, training_data=counted)
     assert [n for n in model_limits(uncounted, Demographics(age_group="Neonate"), sites)
             if n.startswith("outside")] == []  # a manifest without population counts says nothing
+
+
+def test_warming_up_a_model_changes_no_prediction(model, audio_only, patient):
+    """A screening box warms its model up at start (Model.warm_up: one run on silence shaped like a
+    screening, so the first child's decision is not the slowest); it must leave every output as it was."""
+    features, _ = patient
+    demo = Demographics(age_group="Child")
+    for m in (model, audio_only):
+        before = score_patient(m, features, demo, m.frontend)
+        m.warm_up()
+        after = score_patient(m, features, demo, m.frontend)
+        assert after.probability == before.probability and after.site_contributions == before.site_contributions
