@@ -110,7 +110,9 @@ def _metric_blocks(metrics: dict):
         yield metrics.get("measured_as", "cross-validated").split(" (")[0], metrics["pooled"]
     for name, block in metrics.items():
         if isinstance(block, dict) and isinstance(block.get("pooled"), dict):
-            yield block.get("measured_as", name).split(" (")[0], block["pooled"]
+            label = block.get("measured_as", name).split(" (")[0]
+            # a second head (pcg-export --murmur-run) is measured the same way: say whose figure it is
+            yield (f"murmur head, {label}" if name == "murmur_head" else label), block["pooled"]
 
 
 def model_limits(manifest: ModelManifest, demographics: Demographics | None, sites: list[str], trust=None) -> list[str]:
