@@ -38,7 +38,7 @@ class BatchSummary:
     seconds: float = 0.0
 
 
-def _longest_per_site(patient: Patient, config: FrontEndConfig) -> tuple[dict, list[str]]:
+def longest_per_site(patient: Patient, config: FrontEndConfig) -> tuple[dict, list[str]]:
     """The repeat rule of the manifest: per site, the longest usable recording (ties: the first).
     Returns (site -> Audio, why each recording left out was)."""
     chosen: dict[str, tuple[int, object]] = {}
@@ -76,7 +76,7 @@ def triage_folder(model, root: Path, out: Path, *, format: str | None = None, op
         for patient in dataset.patients:
             row = {"patient_id": patient.patient_id}
             try:
-                audio, read_errors = _longest_per_site(patient, config)
+                audio, read_errors = longest_per_site(patient, config)
                 if not audio:
                     raise ValueError("; ".join(read_errors) or f"patient {patient.patient_id} has no recording")
                 summary.problems.extend(read_errors)  # the patient is scored on the recordings that could be read

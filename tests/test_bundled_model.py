@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pytest
 
-from runtime.batch import _longest_per_site
+from runtime.batch import longest_per_site
 from runtime.dsp import compute_features
 from runtime.formats import load_dataset
 from runtime.inference import Model, default_model_path
@@ -101,7 +101,7 @@ def test_the_runtime_reproduces_the_reference_outputs_on_shared_children(model, 
     patients = {p.patient_id: p for p in load_dataset(circor_root).patients}
     for row in rows:
         patient = patients[row["id"]]
-        audio, errors = _longest_per_site(patient, model.frontend)
+        audio, errors = longest_per_site(patient, model.frontend)
         assert not errors
         features = {site: compute_features(a, model.frontend) for site, a in audio.items()}
         score = score_patient(model, features, patient.demographics, model.frontend)

@@ -39,6 +39,21 @@ def stop_and_time(kiosk, expected_status: int = 0) -> float:
     return took
 
 
+def stop_once_unplugged(kiosk, site: str, after_s: float = 0.0) -> None:
+    """A patient, a recording at `site`, the stethoscope reported unplugged during it, `after_s`
+    seconds of waiting for it to come back, then SIGTERM (stop_and_time)."""
+    events = EventStream(kiosk.url)
+    try:
+        events.wait_for(lambda e: e["type"] == "device" and e.get("connected"))
+        assert kiosk.request("POST", "/api/patients", PATIENT)[0] == 201
+        assert kiosk.request("POST", "/api/visit/record", {"site": site})[0] == 202
+        events.wait_for(lambda e: e["type"] == "device" and e.get("state") == "disconnected")
+        time.sleep(after_s)
+        stop_and_time(kiosk)
+    finally:
+        events.close()
+
+
 def intact(root) -> Store:
     store = Store.open(root, read_only=True)
     assert store.query("PRAGMA integrity_check")[0][0] == "ok"
@@ -99,16 +114,7 @@ def test_stethoscope_unplugged_while_recording(tmp_path):
     faults = Faults(unplug_at_site="AV", unplug_after_s=1.0, reconnect_after_s=600.0)
     with Emulator(link=tmp_path / "stethoscope", seed=1, faults=faults) as emulator:
         with kiosk_process("--device", emulator.path, "--seconds", "30", "--db", str(tmp_path / "store")) as kiosk:
-            events = EventStream(kiosk.url)
-            try:
-                events.wait_for(lambda e: e["type"] == "device" and e.get("connected"))
-                assert kiosk.request("POST", "/api/patients", PATIENT)[0] == 201
-                assert kiosk.request("POST", "/api/visit/record", {"site": "AV"})[0] == 202
-                events.wait_for(lambda e: e["type"] == "device" and e.get("state") == "disconnected")
-                time.sleep(1.0)
-                stop_and_time(kiosk)
-            finally:
-                events.close()
+            stop_once_unplugged(kiosk, "AV", after_s=1.0)
     with intact(tmp_path / "store") as store:
         (interrupted,) = store.resume()
         (recording,) = interrupted.recordings
@@ -119,15 +125,7 @@ def test_practice_unplug_scenario_mid_recording(tmp_path):
     """The same on `--device sim --scenario unplug`, the emulator inside the program."""
     with kiosk_process("--device", "sim", "--scenario", "unplug", "--speed", "1", "--seconds", "10",
                        "--db", str(tmp_path / "store")) as kiosk:
-        events = EventStream(kiosk.url)
-        try:
-            events.wait_for(lambda e: e["type"] == "device" and e.get("connected"))
-            assert kiosk.request("POST", "/api/patients", PATIENT)[0] == 201
-            assert kiosk.request("POST", "/api/visit/record", {"site": "PV"})[0] == 202
-            events.wait_for(lambda e: e["type"] == "device" and e.get("state") == "disconnected")
-            stop_and_time(kiosk)
-        finally:
-            events.close()
+        stop_once_unplugged(kiosk, "PV")
     assert not (tmp_path / "store").exists()  # practice never touches the box's store
 
 
