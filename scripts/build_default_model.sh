@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Rebuild the bundled default model, runtime/models/default.onnx (the children's model), its reference
 # outputs, runtime/models/default.reference.json, and its pinned hash, runtime/models/default.onnx.sha256.
-# Run from anywhere; it works in the repository root. About 40 minutes on two free CPU cores (the two
-# trainings run one after the other, ~20-50 min each on one core; see trainer/STATUS.md "Real children").
+# Run from anywhere; it works in the repository root. About an hour on this 2-core machine: the outcome
+# run took 32 min, the murmur run 21 min, one after the other (the feature cache is not safe for two
+# processes filling it at once), then 80 s of export and checks.
 #
 #   scripts/build_default_model.sh
 #   OUTCOME_RUN=runs/c20-p0-hyper-pn16-s0 MURMUR_RUN=runs/ship-murmur scripts/build_default_model.sh   # reuse finished runs
